@@ -1,0 +1,1 @@
+"""Lowerings of the fixed-point IR, one subpackage each (integer simulator, memory image)."""

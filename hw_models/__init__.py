@@ -1,0 +1,1 @@
+"""Hardware target descriptions, shipped as package data."""

@@ -1,0 +1,1 @@
+"""Fixed-point formats, QAT hooks and the quantize pass."""

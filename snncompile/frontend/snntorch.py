@@ -1,0 +1,602 @@
+"""The snnTorch frontend: traces a single-step module into a float IR graph.
+
+The module is traced with torch.fx, neurons and layers as leaf modules, so both ``nn.Sequential``
+stacks of ``init_hidden=True`` neurons and hand-written ``forward`` methods work. Each leaf module is
+turned into ops by the handler registered for its exact type (:data:`HANDLERS`); anything else is
+refused by name. Handlers read what the module really computes, not only its ``state_dict``: the
+delayed reset comes from ``state_function``, LeakyParallel's decay from ``rnn.weight_hh_l0``, brevitas
+weights from ``quant_weight()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import snntorch as snn
+import torch
+import torch.fx as fx
+from brevitas.nn import QuantConv2d, QuantLinear
+from snntorch._neurons.rleaky import RecurrentOneToOne as RLeakyOneToOne
+from snntorch._neurons.rsynaptic import RecurrentOneToOne as RSynapticOneToOne
+from torch import nn
+
+from snncompile.errors import (
+    GraphError,
+    InconsistentModelError,
+    SnnCompileError,
+    TraceError,
+    UnsupportedModuleError,
+)
+from snncompile.ir import (
+    LIF,
+    AvgPool2d,
+    Conv2d,
+    ConvRecurrence,
+    CubaLIF,
+    DenseRecurrence,
+    Flatten,
+    Graph,
+    Input,
+    LevelTable,
+    Linear,
+    MaxPool2d,
+    OneToOneRecurrence,
+    Op,
+    Output,
+    Recurrence,
+    Reset,
+    Shape,
+)
+
+# ------------------------------------------------------------------------------------ values
+
+
+@dataclasses.dataclass(frozen=True)
+class Value:
+    """What an fx node evaluates to, in IR terms.
+
+    ``node`` is the IR node. ``state`` is None for a tensor (spikes or currents), ``"tuple"`` for a
+    neuron's ``(spk, mem)``-style return value, or the name of one state variable picked out of it.
+    """
+
+    node: str
+    state: str | None = None
+
+
+@dataclasses.dataclass
+class Context:
+    """The graph under construction and what the handlers need to know about it."""
+
+    graph: Graph
+    shapes: dict[str, Shape]
+    neuron_states: dict[str, tuple[str, ...]]
+
+    def add(self, path: str, op: Op, inputs: tuple[str, ...], name: str | None = None) -> str:
+        """Adds ``op`` traced from module ``path``; its shape is checked now, naming the module."""
+        base = name or path.replace(".", "_")
+        if base[:1].isdigit():
+            base = f"{op.kind}_{base}"
+        node = self.graph.fresh_name(base)
+        try:
+            shape = op.out_shape([self.shapes[i] for i in inputs])
+        except GraphError as e:
+            raise GraphError(f"module {path!r} ({op.kind}): {e}") from None
+        self.graph.add(node, op, inputs, source=path)
+        self.shapes[node] = tuple(shape)
+        return node
+
+
+Handler = Callable[[Context, str, Any, str], Value]
+HANDLERS: dict[type[nn.Module], Handler] = {}
+"""The handler of every supported module type, keyed by exact type (subclasses are refused)."""
+
+
+def handles(*types: type[nn.Module]) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        for t in types:
+            if t in HANDLERS:
+                raise RuntimeError(f"a handler for {t.__name__} is already registered")
+            HANDLERS[t] = fn
+        return fn
+
+    return register
+
+
+def _supported() -> str:
+    return ", ".join(sorted(t.__name__ for t in HANDLERS))
+
+
+# ---------------------------------------------------------------------------------- readers
+
+
+def _array(path: str, field: str, value: Any) -> np.ndarray:
+    """A float32 copy of a parameter/buffer, refusing other dtypes and non-finite values."""
+    t = torch.as_tensor(value).detach().cpu()
+    if t.dtype != torch.float32 and t.ndim > 0:
+        raise UnsupportedModuleError(
+            f"module {path!r}: {field} is {t.dtype}; snncompile compiles float32 models "
+            "(call .float() on the model before tracing)"
+        )
+    a = t.to(torch.float32).numpy().copy()
+    if not np.all(np.isfinite(a)):
+        raise InconsistentModelError(f"module {path!r}: {field} holds NaN or infinite values")
+    return a
+
+
+def _opt_array(path: str, field: str, value: Any) -> np.ndarray | None:
+    return None if value is None else _array(path, field, value)
+
+
+def _per_neuron(path: str, field: str, value: Any, shape: Shape) -> np.ndarray:
+    """A neuron parameter as an array broadcasting against the per-sample state ``shape``."""
+    a = _array(path, field, value)
+    if a.ndim == len(shape) + 1 and a.shape[0] == 1:
+        a = a[0]  # a (1, N) tensor broadcast over the batch axis
+    try:
+        ok = np.broadcast_shapes(a.shape, shape) == tuple(shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InconsistentModelError(
+            f"module {path!r}: {field} has shape {tuple(a.shape)}, which does not broadcast to the "
+            f"neurons' shape {shape} (use a scalar, ({shape[0]},) or a per-channel (C, 1, 1) tensor)"
+        )
+    return a
+
+
+def _decay(path: str, field: str, value: Any, shape: Shape) -> np.ndarray:
+    """A decay rate clamped to [0, 1], as snnTorch clamps it on every forward."""
+    clamped: np.ndarray = np.clip(_per_neuron(path, field, value, shape), 0, 1).astype(np.float32)
+    return clamped
+
+
+def _check_spike_fn(path: str, fn: Any) -> None:
+    """Accepts snnTorch's own spike functions only: their forward is ``(x > 0).float()``."""
+    if getattr(fn, "__module__", None) == "snntorch.surrogate":
+        return
+    if getattr(fn, "__name__", None) == "_surrogate_bypass":
+        return
+    if getattr(fn, "__self__", None) is snn.LeakyParallel.ATan:
+        return
+    raise UnsupportedModuleError(
+        f"module {path!r}: spike_grad {fn!r} is not from snntorch.surrogate; snncompile cannot know "
+        "its forward pass (snnTorch's surrogates all fire on mem > threshold)"
+    )
+
+
+def _state_quant(path: str, module: Any) -> LevelTable | None:
+    sq = module.state_quant
+    if sq is False or sq is None:
+        return None
+    if (
+        callable(sq)
+        and getattr(sq, "__module__", None) == "snntorch.functional.quant"
+        and getattr(sq, "__qualname__", None) == "state_quant.<locals>.inner"
+    ):
+        levels = inspect.getclosurevars(sq).nonlocals["levels"]
+        return LevelTable(_array(path, "state_quant levels", levels))
+    raise UnsupportedModuleError(
+        f"module {path!r}: state_quant {sq!r} is not supported; use snntorch.functional.quant.state_quant"
+    )
+
+
+_STATE_FUNCTIONS: dict[str, Reset] = {"_base_sub": "subtract", "_base_zero": "zero", "_base_int": "none"}
+_RESET_VALS: dict[int, Reset] = {0: "subtract", 1: "zero", 2: "none"}
+
+
+def _reset(path: str, module: Any) -> Reset:
+    """The reset that really runs: ``state_function`` (delayed path) and ``reset_mechanism_val``
+    (immediate path) must agree, since a setter or a loaded state_dict can change only the latter."""
+    fn_name = getattr(module.state_function, "__name__", "")
+    if fn_name not in _STATE_FUNCTIONS:
+        raise UnsupportedModuleError(f"module {path!r}: unknown state_function {fn_name!r}")
+    delayed = _STATE_FUNCTIONS[fn_name]
+    val = int(module.reset_mechanism_val)
+    immediate = _RESET_VALS.get(val)
+    if immediate != delayed:
+        raise InconsistentModelError(
+            f"module {path!r}: reset_mechanism_val is {val} ({immediate}) but the neuron was built "
+            f"with reset {delayed!r} (state_function {fn_name}); snnTorch would run a mix of both. "
+            f"Build the neuron with reset_mechanism={immediate!r} instead of changing it afterwards "
+            "or loading a state_dict of another reset"
+        )
+    return delayed
+
+
+def _neuron_common(path: str, module: Any, shape: Shape) -> dict[str, Any]:
+    if module.inhibition:
+        raise UnsupportedModuleError(
+            f"module {path!r}: inhibition=True is not supported (snnTorch marks it unstable)"
+        )
+    _check_spike_fn(path, module.spike_grad)
+    return {
+        "beta": _decay(path, "beta", module.beta, shape),
+        "threshold": _per_neuron(path, "threshold", module.threshold, shape),
+        "reset": _reset(path, module),
+        "reset_delay": bool(module.reset_delay),
+        "graded": _per_neuron(path, "graded_spikes_factor", module.graded_spikes_factor, shape),
+    }
+
+
+def _recurrence(path: str, module: Any, shape: Shape) -> Recurrence:
+    rec = module.recurrent
+    if type(rec) is nn.Linear:
+        return DenseRecurrence(
+            _array(path, "recurrent.weight", rec.weight), _opt_array(path, "recurrent.bias", rec.bias)
+        )
+    if type(rec) is nn.Conv2d:
+        if (
+            rec.stride != (1, 1)
+            or rec.dilation != (1, 1)
+            or rec.groups != 1
+            or rec.padding_mode != "zeros"
+            or isinstance(rec.padding, str)
+        ):
+            raise UnsupportedModuleError(f"module {path!r}: recurrent conv must be stride 1, zero padding")
+        if any(k % 2 == 0 for k in rec.kernel_size):
+            raise InconsistentModelError(
+                f"module {path!r}: recurrent kernel_size {tuple(rec.kernel_size)} is even, so the "
+                "recurrent conv changes the map size (snnTorch fails on the second step); use an odd size"
+            )
+        return ConvRecurrence(
+            _array(path, "recurrent.weight", rec.weight),
+            _opt_array(path, "recurrent.bias", rec.bias),
+            (int(rec.padding[0]), int(rec.padding[1])),
+        )
+    if type(rec) in (RLeakyOneToOne, RSynapticOneToOne):
+        return OneToOneRecurrence(_per_neuron(path, "V", rec.V, shape))
+    raise UnsupportedModuleError(f"module {path!r}: recurrent layer {type(rec).__name__} is not supported")
+
+
+def _neuron_value(ctx: Context, node: str, module: Any, states: tuple[str, ...]) -> Value:
+    ctx.neuron_states[node] = states
+    returns_tuple = bool(module.output) or not bool(module.init_hidden)
+    return Value(node, "tuple" if returns_tuple else None)
+
+
+# --------------------------------------------------------------------------------- handlers
+
+
+@handles(snn.Leaky)
+def _leaky(ctx: Context, path: str, m: Any, x: str) -> Value:
+    op = LIF(
+        **_neuron_common(path, m, ctx.shapes[x]),
+        zero_mode="keep_input",
+        mem_quant=_state_quant(path, m),
+    )
+    return _neuron_value(ctx, ctx.add(path, op, (x,)), m, ("mem",))
+
+
+@handles(snn.RLeaky)
+def _rleaky(ctx: Context, path: str, m: Any, x: str) -> Value:
+    shape = ctx.shapes[x]
+    op = LIF(
+        **_neuron_common(path, m, shape),
+        zero_mode="drop_update",
+        recurrence=_recurrence(path, m, shape),
+        mem_quant=_state_quant(path, m),
+    )
+    return _neuron_value(ctx, ctx.add(path, op, (x,)), m, ("mem",))
+
+
+def _cuba(ctx: Context, path: str, m: Any, x: str, recurrent: bool) -> Value:
+    shape = ctx.shapes[x]
+    sq = _state_quant(path, m)
+    op = CubaLIF(
+        alpha=_decay(path, "alpha", m.alpha, shape),
+        **_neuron_common(path, m, shape),
+        recurrence=_recurrence(path, m, shape) if recurrent else None,
+        mem_quant=sq,
+        syn_quant=sq,
+    )
+    return _neuron_value(ctx, ctx.add(path, op, (x,)), m, ("syn", "mem"))
+
+
+@handles(snn.Synaptic)
+def _synaptic(ctx: Context, path: str, m: Any, x: str) -> Value:
+    return _cuba(ctx, path, m, x, recurrent=False)
+
+
+@handles(snn.RSynaptic)
+def _rsynaptic(ctx: Context, path: str, m: Any, x: str) -> Value:
+    if not m.reset_delay:
+        raise UnsupportedModuleError(
+            f"module {path!r}: RSynaptic with reset_delay=False raises TypeError in snnTorch unless its "
+            "states are passed by hand (and then behaves as reset_delay=True); build it with reset_delay=True"
+        )
+    return _cuba(ctx, path, m, x, recurrent=True)
+
+
+@handles(snn.LeakyParallel)
+def _leaky_parallel(ctx: Context, path: str, m: Any, x: str) -> Value:
+    """``U[t] = relu(W_ih x[t] + b_ih + W_hh U[t-1] + b_hh)``, ``S = H(U - thr) * gsf``, W_hh diagonal."""
+    _check_spike_fn(path, m.spike_grad)
+    rnn = m.rnn
+    w_hh = _array(path, "rnn.weight_hh_l0", rnn.weight_hh_l0)
+    diag = np.diagonal(w_hh).copy()
+    if not np.array_equal(w_hh, np.diag(diag)):
+        raise UnsupportedModuleError(
+            f"module {path!r}: rnn.weight_hh_l0 is not diagonal ({int(np.count_nonzero(w_hh - np.diag(diag)))} "
+            "off-diagonal entries); snncompile maps LeakyParallel to one decay per neuron"
+        )
+    if np.any(diag < 0) or np.any(diag > 1):
+        raise UnsupportedModuleError(
+            f"module {path!r}: the decays diag(rnn.weight_hh_l0) lie in [{diag.min():g}, {diag.max():g}]; "
+            "expected [0, 1] (a negative decay oscillates, one above 1 grows without bound)"
+        )
+    has_bias = bool(rnn.bias)
+    b_ih = _opt_array(path, "rnn.bias_ih_l0", rnn.bias_ih_l0 if has_bias else None)
+    b_hh = _opt_array(path, "rnn.bias_hh_l0", rnn.bias_hh_l0 if has_bias else None)
+    syn = ctx.add(path, Linear(_array(path, "rnn.weight_ih_l0", rnn.weight_ih_l0), b_ih), (x,), f"{path}_in")
+    shape = ctx.shapes[syn]
+    op = LIF(
+        beta=diag,
+        threshold=_per_neuron(path, "threshold", m.threshold, shape),
+        reset="none",
+        graded=_per_neuron(path, "graded_spikes_factor", m.graded_spikes_factor, shape),
+        bias=b_hh,
+        floor=0.0,
+    )
+    ctx.graph.whole_sequence = True
+    return Value(ctx.add(path, op, (syn,)))
+
+
+@handles(nn.Linear, QuantLinear)
+def _linear(ctx: Context, path: str, m: Any, x: str) -> Value:
+    weight, bias = _weights(path, m)
+    return Value(ctx.add(path, Linear(weight, bias), (x,)))
+
+
+@handles(nn.Conv2d, QuantConv2d)
+def _conv2d(ctx: Context, path: str, m: Any, x: str) -> Value:
+    if m.padding_mode != "zeros":
+        raise UnsupportedModuleError(f"module {path!r}: padding_mode {m.padding_mode!r}; supported: 'zeros'")
+    padding = m.padding
+    if padding == "valid":
+        padding = (0, 0)
+    elif padding == "same":
+        if any(d * (k - 1) % 2 for d, k in zip(m.dilation, m.kernel_size, strict=True)):
+            raise UnsupportedModuleError(
+                f"module {path!r}: padding='same' with an even kernel pads asymmetrically; pad explicitly"
+            )
+        padding = tuple(d * (k - 1) // 2 for d, k in zip(m.dilation, m.kernel_size, strict=True))
+    weight, bias = _weights(path, m)
+    op = Conv2d(weight, bias, _pair(m.stride), _pair(padding), _pair(m.dilation), int(m.groups))
+    return Value(ctx.add(path, op, (x,)))
+
+
+def _weights(path: str, m: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """Float weights, or for brevitas layers the fake-quantized ``quant_weight().value``."""
+    if not isinstance(m, QuantLinear | QuantConv2d):
+        return _array(path, "weight", m.weight), _opt_array(path, "bias", m.bias)
+    for proxy in ("input_quant", "output_quant"):
+        if getattr(m, proxy).is_quant_enabled:
+            raise UnsupportedModuleError(
+                f"module {path!r}: brevitas {proxy} is not supported; quantize weights (and bias) only"
+            )
+    with torch.no_grad():
+        weight = _array(path, "quant_weight()", m.quant_weight().value)
+        if m.bias is None:
+            return weight, None
+        if not m.bias_quant.is_quant_enabled:
+            return weight, _array(path, "bias", m.bias)
+        if m.bias_quant.requires_input_scale:
+            raise UnsupportedModuleError(
+                f"module {path!r}: its bias quantizer needs the input scale, which the layer does not "
+                "have (no input_quant); use bias=False or a bias quantizer with internal scaling"
+            )
+        qb = m.bias_quant(m.bias)
+        return weight, _array(path, "quant_bias()", getattr(qb, "value", qb))
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    a, b = v
+    return (int(a), int(b))
+
+
+@handles(nn.AvgPool2d)
+def _avgpool(ctx: Context, path: str, m: Any, x: str) -> Value:
+    kernel = _pair(m.kernel_size)
+    op = AvgPool2d(
+        kernel,
+        _pair(m.stride) if m.stride is not None else kernel,
+        _pair(m.padding),
+        bool(m.ceil_mode),
+        bool(m.count_include_pad),
+        None if m.divisor_override is None else int(m.divisor_override),
+    )
+    return Value(ctx.add(path, op, (x,)))
+
+
+@handles(nn.MaxPool2d)
+def _maxpool(ctx: Context, path: str, m: Any, x: str) -> Value:
+    if m.return_indices:
+        raise UnsupportedModuleError(f"module {path!r}: MaxPool2d(return_indices=True) is not supported")
+    kernel = _pair(m.kernel_size)
+    stride = _pair(m.stride) if m.stride is not None else kernel
+    op = MaxPool2d(kernel, stride, _pair(m.padding), _pair(m.dilation), bool(m.ceil_mode))
+    return Value(ctx.add(path, op, (x,)))
+
+
+@handles(nn.Flatten)
+def _flatten(ctx: Context, path: str, m: Any, x: str) -> Value:
+    return _flatten_dims(ctx, path, x, int(m.start_dim), int(m.end_dim))
+
+
+def _flatten_dims(ctx: Context, path: str, x: str, start: int, end: int) -> Value:
+    """A flatten over batched dims ``start..end``; the batch axis 0 must stay."""
+    ndim = len(ctx.shapes[x]) + 1
+    if start % ndim == 0:
+        raise UnsupportedModuleError(f"{path!r}: flattening the batch axis (start_dim=0) is not supported")
+    start, end = start % ndim - 1, end % ndim - 1
+    return Value(ctx.add(path, Flatten(start, end), (x,)))
+
+
+@handles(nn.Identity, nn.Dropout)
+def _identity(ctx: Context, path: str, m: Any, x: str) -> Value:
+    """Identity, and dropout as it runs in evaluation (the compiled network is an inference network)."""
+    return Value(x)
+
+
+# ------------------------------------------------------------------------------------ tracing
+
+
+class _Tracer(fx.Tracer):
+    """Traces into containers and user modules; library modules stay leaves (handled or refused)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, nn.Sequential):
+            return False
+        return type(m) in HANDLERS or m.__module__.startswith(("torch.nn", "snntorch", "brevitas"))
+
+
+_FLATTEN_FNS: tuple[Any, ...] = (torch.flatten, "flatten")
+
+
+def _tensor_arg(node: fx.Node, values: dict[fx.Node, Value], what: str) -> str:
+    if not node.args or not isinstance(node.args[0], fx.Node):
+        raise UnsupportedModuleError(f"{what} takes no tensor input")
+    extra = [a for a in list(node.args[1:]) + list(node.kwargs.values()) if isinstance(a, fx.Node)]
+    if extra:
+        raise UnsupportedModuleError(
+            f"{what} is called with {len(extra) + 1} tensor arguments; neurons must keep their own state "
+            "(init_hidden=True, or called with the input alone) and layers take one input"
+        )
+    value = values[node.args[0]]
+    if value.state is not None:
+        kind = "the returned tuple" if value.state == "tuple" else f"the {value.state!r} state"
+        raise UnsupportedModuleError(
+            f"{what} receives {kind} of neuron {value.node!r}; only a neuron's spikes can feed a layer "
+            "(index the tuple, or build the neuron with output=False and init_hidden=True)"
+        )
+    return value.node
+
+
+def _flatten_call(ctx: Context, node: fx.Node, values: dict[fx.Node, Value]) -> Value:
+    x = _tensor_arg(node, values, f"{node.name}")
+    args = list(node.args[1:])
+    start = node.kwargs.get("start_dim", args[0] if args else 0)
+    end = node.kwargs.get("end_dim", args[1] if len(args) > 1 else -1)
+    if not isinstance(start, int) or not isinstance(end, int):
+        raise UnsupportedModuleError(f"{node.format_node()}: flatten dims must be constant integers")
+    return _flatten_dims(ctx, node.name, x, start, end)
+
+
+def _getitem(ctx: Context, node: fx.Node, values: dict[fx.Node, Value]) -> Value:
+    src, index = node.args
+    value = values[src] if isinstance(src, fx.Node) else None
+    if value is None or value.state != "tuple" or not isinstance(index, int):
+        raise UnsupportedModuleError(f"indexing {node.name!r} ({node.format_node()}) is not supported")
+    states = ctx.neuron_states[value.node]
+    if index == 0:
+        return Value(value.node)
+    if 1 <= index <= len(states):
+        return Value(value.node, states[index - 1])
+    raise UnsupportedModuleError(f"{node.name!r}: neuron {value.node!r} returns {1 + len(states)} values")
+
+
+def _output(ctx: Context, node: fx.Node, values: dict[fx.Node, Value]) -> str:
+    """The IR node whose spikes the module returns (a neuron's extra returned states are allowed)."""
+    ret = node.args[0]
+    items = list(ret) if isinstance(ret, tuple | list) else [ret]
+    if not items or not all(isinstance(i, fx.Node) for i in items):
+        raise UnsupportedModuleError(f"the module returns {ret!r}; expected a tensor of output spikes")
+    first = values[items[0]]  # type: ignore[index]
+    if any(values[i].node != first.node for i in items[1:]):  # type: ignore[index]
+        raise UnsupportedModuleError(
+            "the module returns values of several layers; return the output layer's spikes (and its states)"
+        )
+    return first.node
+
+
+def trace(module: nn.Module, example_input: Any) -> Graph:
+    """Traces a single-step snnTorch module into a float IR graph.
+
+    ``example_input`` is one time step, shaped (B, *input_shape); only its shape is used and the module
+    is not run. Models built on ``LeakyParallel`` take the whole sequence per call; they are traced from
+    the same one-step example.
+    """
+    if not isinstance(module, nn.Module):
+        raise TraceError(f"expected a torch.nn.Module, got {type(module).__name__}")
+    shape = tuple(int(d) for d in getattr(example_input, "shape", ()))
+    if len(shape) < 2:
+        raise TraceError(
+            f"example_input must be one time step shaped (B, *input_shape), got shape {shape or 'none'}"
+        )
+    try:
+        fx_graph = _Tracer().trace(module)
+    except SnnCompileError:
+        raise
+    except Exception as e:  # torch.fx raises many types; report the first line
+        raise TraceError(f"torch.fx cannot trace {type(module).__name__}: {str(e).splitlines()[0]}") from None
+    ctx = Context(Graph(), {}, {})
+    values: dict[fx.Node, Value] = {}
+    called: dict[str, str] = {}
+    out: str | None = None
+    for node in fx_graph.nodes:
+        if node.op == "placeholder":
+            if values:
+                raise UnsupportedModuleError(
+                    f"forward takes a second argument {node.name!r}; snncompile traces single-step modules "
+                    "whose only argument is the input (neurons keep their state: init_hidden=True)"
+                )
+            values[node] = Value(ctx.add("input", Input(shape[1:]), ()))
+        elif node.op == "call_module":
+            target = str(node.target)
+            sub = module.get_submodule(target)
+            handler = HANDLERS.get(type(sub))
+            if handler is None:
+                raise UnsupportedModuleError(
+                    f"module {target!r} ({type(sub).__module__}.{type(sub).__name__}) is not supported; "
+                    f"supported: {_supported()}"
+                )
+            if isinstance(sub, snn.SpikingNeuron | snn.LeakyParallel):
+                if target in called:
+                    raise UnsupportedModuleError(
+                        f"neuron module {target!r} is called twice per step; a neuron has one state, "
+                        "so use one module per layer"
+                    )
+                called[target] = target
+            x = _tensor_arg(node, values, f"module {target!r}")
+            values[node] = handler(ctx, target, sub, x)
+        elif node.op == "call_function" and node.target is operator.getitem:
+            values[node] = _getitem(ctx, node, values)
+        elif (node.op == "call_function" and node.target in _FLATTEN_FNS) or (
+            node.op == "call_method" and node.target in _FLATTEN_FNS
+        ):
+            values[node] = _flatten_call(ctx, node, values)
+        elif node.op == "output":
+            out = _output(ctx, node, values)
+        else:
+            what = getattr(node.target, "__name__", str(node.target))
+            raise UnsupportedModuleError(
+                f"{node.op} {what!r} in forward ({node.format_node()}) is not supported; supported: the "
+                f"modules {_supported()}, torch.flatten / Tensor.flatten, and indexing a neuron's output tuple"
+            )
+    assert out is not None
+    ctx.graph.add("output", Output(), (out,), source="output")
+    _check_whole_sequence(ctx.graph)
+    ctx.graph.verify()
+    return ctx.graph
+
+
+def _check_whole_sequence(graph: Graph) -> None:
+    """LeakyParallel models run over the whole sequence per call; step-wise layers cannot join them."""
+    if not graph.whole_sequence:
+        return
+    for n in graph.topo_order():
+        op = graph.op(n)
+        stepwise = isinstance(op, CubaLIF) or (isinstance(op, LIF) and op.floor is None)
+        if stepwise or not isinstance(op, Input | Output | Linear | LIF):
+            raise UnsupportedModuleError(
+                f"module {graph.source(n)!r} ({op.kind}) cannot follow or precede LeakyParallel: a "
+                "LeakyParallel model takes the whole sequence (T, B, features) per call; supported there: "
+                "Linear and LeakyParallel"
+            )

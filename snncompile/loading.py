@@ -1,0 +1,113 @@
+"""Loading what users hand the CLI: model factories, checkpoints, ``.npz`` arrays; atomic writes."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import sys
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from snncompile.errors import InputError
+
+
+def load_factory(spec: str) -> nn.Module:
+    """Builds the model named by ``path/to/file.py:factory`` (a callable returning an nn.Module)."""
+    path_text, sep, name = spec.rpartition(":")
+    if not sep or not path_text.endswith(".py") or not name.isidentifier():
+        raise InputError(f"model {spec!r} must look like path/to/file.py:factory")
+    path = Path(path_text)
+    if not path.is_file():
+        raise InputError(f"model file {path_text!r} does not exist")
+    mod_name = f"_snncompile_model_{abs(hash(path.resolve()))}"
+    loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise InputError(f"cannot import {path_text!r} as a Python module")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[mod_name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as e:
+        raise InputError(f"importing {path_text!r} failed: {type(e).__name__}: {e}") from None
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise InputError(f"{path_text!r} has no callable {name!r}")
+    try:
+        model = factory()
+    except Exception as e:
+        raise InputError(f"{spec} raised {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise InputError(f"{spec} returned {type(model).__name__}, expected a torch.nn.Module")
+    return model.eval()
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Loads a ``state_dict`` file (``torch.load(weights_only=True)``) into ``model``, strictly."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"checkpoint {str(path)!r} does not exist") from None
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"cannot read checkpoint {str(path)!r}: {first}") from None
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"checkpoint {str(path)!r} is not a state_dict (a mapping of names to tensors)")
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise InputError(
+            f"checkpoint {str(path)!r} does not fit the model: missing keys {missing}, unexpected keys "
+            f"{unexpected}"
+        )
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if state[k].shape != v.shape
+    ]
+    if wrong:
+        raise InputError(
+            f"checkpoint {str(path)!r} has tensors of the wrong shape (checkpoint vs model): {wrong}"
+        )
+    model.load_state_dict(state)
+
+
+def load_npz(path: str | os.PathLike[str], key: str) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if key not in data:
+                raise InputError(f"{str(path)!r} has no array {key!r} (found {sorted(data.files)})")
+            return np.asarray(data[key])
+    except FileNotFoundError:
+        raise InputError(f"input file {str(path)!r} does not exist") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise InputError(f"cannot read {str(path)!r} as .npz: {e}") from None
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Writes ``data`` to a temporary file beside ``path`` and renames it over ``path``."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_npz(path: str | os.PathLike[str], arrays: Mapping[str, Any]) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_atomic(path, buf.getvalue())

@@ -151,8 +151,7 @@ def _per_neuron(path: str, field: str, value: Any, shape: Shape) -> np.ndarray:
 
 def _decay(path: str, field: str, value: Any, shape: Shape) -> np.ndarray:
     """A decay rate clamped to [0, 1], as snnTorch clamps it on every forward."""
-    clamped: np.ndarray = np.clip(_per_neuron(path, field, value, shape), 0, 1).astype(np.float32)
-    return clamped
+    return np.asarray(np.clip(_per_neuron(path, field, value, shape), 0, 1), dtype=np.float32)
 
 
 def _check_spike_fn(path: str, fn: Any) -> None:

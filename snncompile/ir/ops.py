@@ -38,6 +38,8 @@ ZERO_MODES: tuple[ZeroMode, ...] = ("keep_input", "drop_update")
 def _freeze(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(value)
+    if isinstance(value, np.generic):  # a numpy scalar (e.g. from np.clip of a 0-d array)
+        value = np.asarray(value)
     if isinstance(value, np.ndarray):
         value = value.copy()
         value.setflags(write=False)

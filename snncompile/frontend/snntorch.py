@@ -24,6 +24,7 @@ from brevitas.nn import QuantConv2d, QuantLinear
 from snntorch._neurons.rleaky import RecurrentOneToOne as RLeakyOneToOne
 from snntorch._neurons.rsynaptic import RecurrentOneToOne as RSynapticOneToOne
 from torch import nn
+from torch.nn.utils import parametrize
 
 from snncompile.errors import (
     GraphError,
@@ -39,6 +40,7 @@ from snncompile.ir import (
     ConvRecurrence,
     CubaLIF,
     DenseRecurrence,
+    FixedQuant,
     Flatten,
     Graph,
     Input,
@@ -48,10 +50,12 @@ from snncompile.ir import (
     OneToOneRecurrence,
     Op,
     Output,
+    Quantizer,
     Recurrence,
     Reset,
     Shape,
 )
+from snncompile.quant.qat import FixedPoint, QuantLeakyParallel
 
 # ------------------------------------------------------------------------------------ values
 
@@ -105,6 +109,12 @@ def handles(*types: type[nn.Module]) -> Callable[[Handler], Handler]:
         return fn
 
     return register
+
+
+def module_type(m: nn.Module) -> type[nn.Module]:
+    """The module's class, seeing through torch's parametrization subclasses (``ParametrizedLeaky``)."""
+    t = type(m)
+    return t.__bases__[0] if parametrize.is_parametrized(m) else t
 
 
 def _supported() -> str:
@@ -168,10 +178,12 @@ def _check_spike_fn(path: str, fn: Any) -> None:
     )
 
 
-def _state_quant(path: str, module: Any) -> LevelTable | None:
+def _state_quant(path: str, module: Any) -> Quantizer | None:
     sq = module.state_quant
     if sq is False or sq is None:
         return None
+    if type(sq) is FixedPoint:
+        return FixedQuant(sq.fmt.frac, sq.fmt.lo, sq.fmt.hi, sq.rounding)
     if (
         callable(sq)
         and getattr(sq, "__module__", None) == "snntorch.functional.quant"
@@ -180,7 +192,8 @@ def _state_quant(path: str, module: Any) -> LevelTable | None:
         levels = inspect.getclosurevars(sq).nonlocals["levels"]
         return LevelTable(_array(path, "state_quant levels", levels))
     raise UnsupportedModuleError(
-        f"module {path!r}: state_quant {sq!r} is not supported; use snntorch.functional.quant.state_quant"
+        f"module {path!r}: state_quant {sq!r} is not supported; use snncompile.quant.FixedPoint or "
+        "snntorch.functional.quant.state_quant"
     )
 
 
@@ -224,11 +237,10 @@ def _neuron_common(path: str, module: Any, shape: Shape) -> dict[str, Any]:
 
 def _recurrence(path: str, module: Any, shape: Shape) -> Recurrence:
     rec = module.recurrent
-    if type(rec) is nn.Linear:
-        return DenseRecurrence(
-            _array(path, "recurrent.weight", rec.weight), _opt_array(path, "recurrent.bias", rec.bias)
-        )
-    if type(rec) is nn.Conv2d:
+    rec_type = module_type(rec)
+    if rec_type in (nn.Linear, QuantLinear):
+        return DenseRecurrence(*_weights(f"{path}.recurrent", rec))
+    if rec_type in (nn.Conv2d, QuantConv2d):
         if (
             rec.stride != (1, 1)
             or rec.dilation != (1, 1)
@@ -242,12 +254,8 @@ def _recurrence(path: str, module: Any, shape: Shape) -> Recurrence:
                 f"module {path!r}: recurrent kernel_size {tuple(rec.kernel_size)} is even, so the "
                 "recurrent conv changes the map size (snnTorch fails on the second step); use an odd size"
             )
-        return ConvRecurrence(
-            _array(path, "recurrent.weight", rec.weight),
-            _opt_array(path, "recurrent.bias", rec.bias),
-            (int(rec.padding[0]), int(rec.padding[1])),
-        )
-    if type(rec) in (RLeakyOneToOne, RSynapticOneToOne):
+        return ConvRecurrence(*_weights(f"{path}.recurrent", rec), (int(rec.padding[0]), int(rec.padding[1])))
+    if rec_type in (RLeakyOneToOne, RSynapticOneToOne):
         return OneToOneRecurrence(_per_neuron(path, "V", rec.V, shape))
     raise UnsupportedModuleError(f"module {path!r}: recurrent layer {type(rec).__name__} is not supported")
 
@@ -311,7 +319,7 @@ def _rsynaptic(ctx: Context, path: str, m: Any, x: str) -> Value:
     return _cuba(ctx, path, m, x, recurrent=True)
 
 
-@handles(snn.LeakyParallel)
+@handles(snn.LeakyParallel, QuantLeakyParallel)
 def _leaky_parallel(ctx: Context, path: str, m: Any, x: str) -> Value:
     """``U[t] = relu(W_ih x[t] + b_ih + W_hh U[t-1] + b_hh)``, ``S = H(U - thr) * gsf``, W_hh diagonal."""
     _check_spike_fn(path, m.spike_grad)
@@ -340,6 +348,7 @@ def _leaky_parallel(ctx: Context, path: str, m: Any, x: str) -> Value:
         graded=_per_neuron(path, "graded_spikes_factor", m.graded_spikes_factor, shape),
         bias=b_hh,
         floor=0.0,
+        mem_quant=_state_quant(path, m) if isinstance(m, QuantLeakyParallel) else None,
     )
     ctx.graph.whole_sequence = True
     return Value(ctx.add(path, op, (syn,)))
@@ -453,7 +462,7 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if isinstance(m, nn.Sequential):
             return False
-        return type(m) in HANDLERS or m.__module__.startswith(("torch.nn", "snntorch", "brevitas"))
+        return module_type(m) in HANDLERS or m.__module__.startswith(("torch.nn", "snntorch", "brevitas"))
 
 
 _FLATTEN_FNS: tuple[Any, ...] = (torch.flatten, "flatten")
@@ -550,13 +559,14 @@ def trace(module: nn.Module, example_input: Any) -> Graph:
         elif node.op == "call_module":
             target = str(node.target)
             sub = module.get_submodule(target)
-            handler = HANDLERS.get(type(sub))
+            sub_type = module_type(sub)
+            handler = HANDLERS.get(sub_type)
             if handler is None:
                 raise UnsupportedModuleError(
-                    f"module {target!r} ({type(sub).__module__}.{type(sub).__name__}) is not supported; "
+                    f"module {target!r} ({sub_type.__module__}.{sub_type.__name__}) is not supported; "
                     f"supported: {_supported()}"
                 )
-            if isinstance(sub, snn.SpikingNeuron | snn.LeakyParallel):
+            if isinstance(sub, snn.SpikingNeuron | snn.LeakyParallel | QuantLeakyParallel):
                 if target in called:
                     raise UnsupportedModuleError(
                         f"neuron module {target!r} is called twice per step; a neuron has one state, "

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from snncompile.errors import GraphError
 from snncompile.interpreters.common import Run, as_input
+from snncompile.quant.fixed import check_rounding, quantize_tensor
 from snncompile.ir import (
     LIF,
     AvgPool2d,
@@ -75,7 +76,8 @@ def _quantize(q: Quantizer | None) -> Callable[[Tensor], Tensor]:
             return levels[idx].reshape(v.shape)
 
         return level_table
-    raise GraphError(f"the float interpreter cannot apply quantizer {type(q).__name__}")
+    frac, lo, hi, mode = q.frac, q.lo, q.hi, check_rounding(q.rounding)
+    return lambda v: quantize_tensor(v, frac, lo, hi, mode)
 
 
 def _recurrent(rec: Recurrence | None) -> Callable[[Tensor], Tensor] | None:

@@ -10,6 +10,7 @@ from snncompile.ir.ops import (
     ConvRecurrence,
     CubaLIF,
     DenseRecurrence,
+    FixedQuant,
     Flatten,
     Input,
     LevelTable,
@@ -26,17 +27,23 @@ from snncompile.ir.ops import (
     SumPool2d,
     ZeroMode,
 )
-from snncompile.ir.serialize import graph_from_dict, graph_to_dict, load_graph, save_graph
+from snncompile.ir.qops import FIXED_OPS, Q_NEURON_OPS, QLIF, QConv2d, QCubaLIF, QLinear, out_frac, pool_shift
+from snncompile.ir.serialize import IR_TYPES, graph_from_dict, graph_to_dict, load_graph, save_graph
 
 __all__ = [
+    "FIXED_OPS",
+    "IR_TYPES",
     "LIF",
     "NEURON_OPS",
     "OPS",
+    "QLIF",
+    "Q_NEURON_OPS",
     "AvgPool2d",
     "Conv2d",
     "ConvRecurrence",
     "CubaLIF",
     "DenseRecurrence",
+    "FixedQuant",
     "Flatten",
     "Graph",
     "Input",
@@ -46,6 +53,9 @@ __all__ = [
     "OneToOneRecurrence",
     "Op",
     "Output",
+    "QConv2d",
+    "QCubaLIF",
+    "QLinear",
     "Quantizer",
     "Recurrence",
     "Reset",
@@ -56,5 +66,7 @@ __all__ = [
     "graph_from_dict",
     "graph_to_dict",
     "load_graph",
+    "out_frac",
+    "pool_shift",
     "save_graph",
 ]

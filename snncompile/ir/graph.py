@@ -15,6 +15,7 @@ import numpy as np
 
 from snncompile.errors import GraphError
 from snncompile.ir.ops import NEURON_OPS, Input, Op, Output, Shape
+from snncompile.ir.qops import Q_NEURON_OPS, out_frac
 
 
 class Graph:
@@ -120,8 +121,15 @@ class Graph:
         return self.args(self._only(Output))[0]
 
     def neurons(self) -> list[str]:
-        """The neuron nodes in topological order."""
-        return [n for n in self.topo_order() if isinstance(self.op(n), NEURON_OPS)]
+        """The neuron nodes (float or fixed-point) in topological order."""
+        return [n for n in self.topo_order() if isinstance(self.op(n), NEURON_OPS + Q_NEURON_OPS)]
+
+    @property
+    def is_fixed(self) -> bool:
+        """Whether this is a fixed-point graph (its input arrives as integer codes)."""
+        op = self.op(self._only(Input))
+        assert isinstance(op, Input)
+        return op.frac is not None
 
     def node_for_source(self, source: str) -> str:
         """The node traced from model path ``source`` (e.g. ``"lif1"`` or ``"2"``)."""
@@ -142,6 +150,16 @@ class Graph:
                 raise GraphError(f"node {n!r} ({self.line(n)}): {e}") from None
         return out
 
+    def fracs(self) -> dict[str, int]:
+        """The grid (``frac``) of every node's output in a fixed-point graph."""
+        out: dict[str, int] = {}
+        for n in self.topo_order():
+            try:
+                out[n] = out_frac(self.op(n), [out[a] for a in self.args(n)])
+            except GraphError as e:
+                raise GraphError(f"node {n!r} ({self.line(n)}): {e}") from None
+        return out
+
     def verify(self) -> None:
         """Checks every invariant and raises GraphError naming the node that breaks one.
 
@@ -157,11 +175,15 @@ class Graph:
             if len(self.args(n)) != op.arity:
                 raise GraphError(f"node {n!r}: {op.kind} takes {op.arity} input(s)")
             for field, value in op.arrays().items():
-                if value.dtype != np.float32:
-                    raise GraphError(f"node {n!r}: {field} must be float32, got {value.dtype}")
+                if value.dtype != op.array_dtype:
+                    raise GraphError(
+                        f"node {n!r}: {field} must be {np.dtype(op.array_dtype)}, got {value.dtype}"
+                    )
                 if not np.all(np.isfinite(value)):
                     raise GraphError(f"node {n!r}: {field} holds NaN or infinite values")
         self.shapes()
+        if self.is_fixed:
+            self.fracs()
 
     # ----------------------------------------------------------------------------- printing
 

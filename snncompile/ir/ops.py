@@ -99,14 +99,33 @@ class LevelTable(Node):
         return f"levels({self.levels.size})"
 
 
-Quantizer: TypeAlias = LevelTable
+@dataclasses.dataclass(frozen=True, eq=False)
+class FixedQuant(Node):
+    """A fixed-point state quantizer: ``q(v) = clamp(round(v * 2**frac), lo, hi) * 2**-frac``.
+
+    ``round`` is one of :data:`snncompile.quant.fixed.ROUNDINGS`. This is what the QAT hook
+    :class:`snncompile.quant.FixedPoint` computes, and the state format of the fixed-point IR.
+    """
+
+    frac: int
+    lo: int
+    hi: int
+    rounding: str = "floor"
+
+    def describe(self) -> str:
+        return f"fixed[{self.lo}..{self.hi}]/2^{self.frac},{self.rounding}"
+
+
+Quantizer: TypeAlias = LevelTable | FixedQuant
 
 
 class Op(Node):
-    """Base of the graph ops. ``arity`` is the number of inputs the op takes."""
+    """Base of the graph ops. ``arity`` is the number of inputs the op takes; every array an op holds
+    has dtype ``array_dtype`` (float32 in the float IR, int64 in the fixed-point IR)."""
 
     kind: ClassVar[str]
     arity: ClassVar[int] = 1
+    array_dtype: ClassVar[type[np.generic]] = np.float32
 
     def out_shape(self, in_shapes: Sequence[Shape]) -> Shape:
         raise NotImplementedError
@@ -135,17 +154,22 @@ class Op(Node):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Input(Op):
-    """The network input ``x[t]``: spikes or currents of per-sample shape ``shape``."""
+    """The network input ``x[t]``: spikes or currents of per-sample shape ``shape``.
+
+    ``frac`` is None in the float IR; in the fixed-point IR the input arrives as integer codes on the
+    ``2**-frac`` grid (0 for spikes).
+    """
 
     kind: ClassVar[str] = "input"
     arity: ClassVar[int] = 0
     shape: Shape
+    frac: int | None = None
 
     def out_shape(self, in_shapes: Sequence[Shape]) -> Shape:
         return tuple(self.shape)
 
     def attrs(self) -> list[str]:
-        return [f"shape={list(self.shape)}"]
+        return [f"shape={list(self.shape)}"] + ([] if self.frac is None else [f"frac={self.frac}"])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -556,6 +580,7 @@ OPS: dict[str, type[Node]] = {
         ConvRecurrence,
         OneToOneRecurrence,
         LevelTable,
+        FixedQuant,
     )
 }
 """Every IR dataclass by its type name: the registry the JSON reader looks types up in."""

@@ -20,10 +20,13 @@ import numpy as np
 from snncompile.errors import SerializationError, SnnCompileError
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import OPS, Node, Op
+from snncompile.ir.qops import FIXED_OPS
 from snncompile.loading import write_atomic
 
 FORMAT = "snncompile.graph"
 VERSION = 1
+IR_TYPES: dict[str, type[Node]] = {**OPS, **{cls.__name__: cls for cls in FIXED_OPS}}
+"""Every IR dataclass by type name, float and fixed-point: what a graph file may hold."""
 _DTYPES = ("float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
 
 
@@ -46,9 +49,9 @@ def _decode(value: Any, where: str) -> Any:
     if not isinstance(value, dict):
         return value
     if "type" in value:
-        cls = OPS.get(value["type"])
+        cls = IR_TYPES.get(value["type"])
         if cls is None:
-            raise SerializationError(f"{where}: unknown op type {value['type']!r}; known: {sorted(OPS)}")
+            raise SerializationError(f"{where}: unknown op type {value['type']!r}; known: {sorted(IR_TYPES)}")
         names = {f.name for f in dataclasses.fields(cls)}
         fields = {k: v for k, v in value.items() if k != "type"}
         unknown = sorted(set(fields) - names)

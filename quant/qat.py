@@ -1,0 +1,222 @@
+"""Quantization-aware training hooks whose float32 forward equals the integer simulator.
+
+* :class:`FixedPoint` — a state quantizer for snnTorch's ``state_quant=``:
+  ``q(v) = clamp(round(v * 2**f), lo, hi) / 2**f`` forward, clipped straight-through gradient.
+* :class:`DyadicGrid` — a parametrization keeping a tensor on ``2**-frac`` (optionally clamped), used for
+  beta/alpha (``decay_frac``) and thresholds (the membrane grid).
+* :class:`PotWeight` — a power-of-two-scale weight quantizer (brevitas' FixedPoint rule) for tensors
+  that are not brevitas layers: one-to-one recurrent V and LeakyParallel's RNN weights.
+* :func:`prepare_qat` — applies all of them from a target: nn.Linear/nn.Conv2d become brevitas layers
+  with FixedPoint weight quantizers, every neuron gets a FixedPoint state quantizer and grid
+  parametrizations, LeakyParallel becomes :class:`QuantLeakyParallel` (same parameter names).
+
+Every forward rounds onto power-of-two grids, so while values stay below 2**24 LSB every float32
+operation of the QAT model is exact and its result equals the integer reference (QAT_NOTES.md §4).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import snntorch as snn
+import torch
+import torch.nn.functional as F
+from brevitas.nn import QuantConv2d, QuantLinear
+from brevitas.quant import Int8BiasPerTensorFixedPointInternalScaling, Int8WeightPerTensorFixedPoint
+from brevitas.quant.fixed_point import Int8WeightPerChannelFixedPoint
+from snncompile.quant.fixed import Fixed, Rounding, check_rounding, quantize_tensor, round_tensor
+from torch import nn
+from torch.nn.utils import parametrize
+
+
+class _Quantize(torch.autograd.Function):
+    """Forward: the quantized value itself (exact by construction). Backward: STE, zero where clamped."""
+
+    @staticmethod
+    def forward(ctx: Any, v: torch.Tensor, frac: int, lo: int, hi: int, mode: Rounding) -> torch.Tensor:
+        scaled = round_tensor(v * 2.0**frac, mode)
+        ctx.save_for_backward((scaled >= lo) & (scaled <= hi))
+        return quantize_tensor(v, frac, lo, hi, mode)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None, None
+
+
+class _Round(torch.autograd.Function):
+    """``round_half_even(v * 2**frac) / 2**frac`` with a straight-through gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, v: torch.Tensor, frac: int) -> torch.Tensor:
+        return torch.round(v * 2.0**frac) / 2.0**frac
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        return grad, None
+
+
+class FixedPoint(nn.Module):
+    """snnTorch ``state_quant`` onto ``fmt``: ``clamp(round(v * 2**frac), lo, hi) / 2**frac``.
+
+    Idempotent (snnTorch applies it twice per step), saturating at the format's range, with a clipped
+    straight-through gradient.
+    """
+
+    def __init__(self, fmt: Fixed | str, rounding: Rounding = "floor") -> None:
+        super().__init__()
+        self.fmt = Fixed.parse(fmt) if isinstance(fmt, str) else fmt
+        self.rounding: Rounding = check_rounding(rounding)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = _Quantize.apply(v, self.fmt.frac, self.fmt.lo, self.fmt.hi, self.rounding)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.fmt}, rounding={self.rounding}"
+
+
+class DyadicGrid(nn.Module):
+    """A parametrization onto ``2**-frac``: ``round(clamp(v, lo, hi) * 2**frac) / 2**frac`` (STE)."""
+
+    def __init__(self, frac: int, lo: float | None = None, hi: float | None = None) -> None:
+        super().__init__()
+        self.frac, self.lo, self.hi = frac, lo, hi
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        if self.lo is not None or self.hi is not None:
+            v = v.clamp(self.lo, self.hi)
+        out: torch.Tensor = _Round.apply(v, self.frac)
+        return out
+
+
+class PotWeight(nn.Module):
+    """brevitas' FixedPoint weight rule as a parametrization, for tensors outside brevitas layers.
+
+    ``scale = 2**ceil(log2(max|w| / 2**(bits-1)))``, ``w_q = clamp(round_half_even(w / scale),
+    -(2**(bits-1) - 1), 2**(bits-1) - 1) * scale``, straight-through gradient.
+    """
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        peak = float(w.detach().abs().max())
+        if peak == 0:
+            return w
+        frac = -math.ceil(math.log2(peak / 2 ** (self.bits - 1)))
+        limit = 2 ** (self.bits - 1) - 1
+        out: torch.Tensor = _Quantize.apply(w, frac, -limit, limit, "half_even")
+        return out
+
+
+class QuantLeakyParallel(nn.Module):
+    """``snn.LeakyParallel`` computed step by step so a state quantizer can act on its membrane.
+
+    ``U[t] = q(relu(W_ih x[t] + b_ih + W_hh U[t-1] + b_hh))``, ``S[t] = H(U[t] - thr) * gsf``, with the
+    LeakyParallel's own parameter and buffer names (``rnn.weight_ih_l0`` ...), so checkpoints load.
+    """
+
+    def __init__(self, source: snn.LeakyParallel, state_quant: nn.Module) -> None:
+        super().__init__()
+        self.rnn = source.rnn
+        self.register_buffer("beta", None if source.beta is None else source.beta.clone())
+        for name in ("threshold", "graded_spikes_factor"):
+            value = getattr(source, name)
+            if isinstance(value, nn.Parameter):
+                self.register_parameter(name, value)
+            else:
+                self.register_buffer(name, value)
+        self.hidden_size = source.hidden_size
+        self.spike_grad = source.spike_grad
+        self.state_quant = state_quant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rnn = self.rnn
+        w_hh = rnn.weight_hh_l0
+        decay = torch.diagonal(w_hh)
+        pre = F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0 if rnn.bias else None)
+        mem = torch.zeros_like(pre[0])
+        spikes = []
+        for t in range(pre.shape[0]):
+            v = decay * mem
+            if rnn.bias:
+                v = v + rnn.bias_hh_l0
+            mem = self.state_quant(torch.relu(v + pre[t]))
+            spikes.append(self.spike_grad(mem - self.threshold) * self.graded_spikes_factor)
+        return torch.stack(spikes)
+
+
+def _brevitas(layer: nn.Linear | nn.Conv2d, bits: int, per_channel: bool, bias_bits: int) -> nn.Module:
+    """A brevitas layer with power-of-two weight (and bias) quantizers and ``layer``'s weights."""
+    kwargs: dict[str, Any] = {
+        "weight_quant": Int8WeightPerChannelFixedPoint if per_channel else Int8WeightPerTensorFixedPoint,
+        "weight_bit_width": bits,
+        "bias": layer.bias is not None,
+    }
+    if layer.bias is not None:
+        kwargs |= {"bias_quant": Int8BiasPerTensorFixedPointInternalScaling, "bias_bit_width": bias_bits}
+    if type(layer) is nn.Linear:
+        new: nn.Module = QuantLinear(layer.in_features, layer.out_features, **kwargs)
+    else:
+        assert isinstance(layer, nn.Conv2d)
+        new = QuantConv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            stride=layer.stride,
+            padding=layer.padding,
+            dilation=layer.dilation,
+            groups=layer.groups,
+            **kwargs,
+        )
+    new.load_state_dict(layer.state_dict())
+    return new
+
+
+def _quantize_neuron(neuron: nn.Module, target: Any) -> None:
+    state = FixedPoint(target.state, target.rounding)
+    neuron.state_quant = state
+    for name in ("beta", "alpha"):
+        if isinstance(getattr(neuron, name, None), torch.Tensor):
+            parametrize.register_parametrization(neuron, name, DyadicGrid(target.decay_frac, 0.0, 1.0))
+    parametrize.register_parametrization(neuron, "threshold", DyadicGrid(target.state.frac))
+    rec = getattr(neuron, "recurrent", None)
+    if type(rec) in (nn.Linear, nn.Conv2d):
+        neuron.recurrent = _brevitas(rec, target.weight_bits, target.per_channel, target.bias_bits)
+    elif rec is not None and "V" in dict(rec.named_parameters(recurse=False)):
+        parametrize.register_parametrization(rec, "V", PotWeight(target.weight_bits))
+
+
+def prepare_qat(model: nn.Module, target: Any = "default") -> nn.Module:
+    """A copy of ``model`` ready for quantization-aware training on ``target`` (a name or a Target).
+
+    Training then runs unchanged; the compiler reads the quantizers back and the integer simulator
+    reproduces the model's float32 forward bit for bit (while the static range bound holds).
+    """
+    from snncompile.targets import load_target
+
+    tgt = load_target(target)
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) in (nn.Linear, nn.Conv2d):
+                setattr(module, name, _brevitas(child, tgt.weight_bits, tgt.per_channel, tgt.bias_bits))
+            elif type(child) is snn.LeakyParallel:
+                lp = QuantLeakyParallel(child, FixedPoint(tgt.state, tgt.rounding))
+                rnn = lp.rnn
+                parametrize.register_parametrization(rnn, "weight_ih_l0", PotWeight(tgt.weight_bits))
+                parametrize.register_parametrization(
+                    rnn, "weight_hh_l0", DyadicGrid(tgt.decay_frac, 0.0, 1.0)
+                )
+                if rnn.bias:
+                    for b in ("bias_ih_l0", "bias_hh_l0"):
+                        parametrize.register_parametrization(rnn, b, PotWeight(tgt.bias_bits))
+                parametrize.register_parametrization(lp, "threshold", DyadicGrid(tgt.state.frac))
+                setattr(module, name, lp)
+            elif isinstance(child, snn.SpikingNeuron):
+                _quantize_neuron(child, tgt)
+    return model

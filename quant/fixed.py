@@ -134,7 +134,7 @@ def quantize_tensor(v: torch.Tensor, frac: int, lo: int, hi: int, mode: Rounding
 
 def to_fixed(x: np.ndarray, frac: int, mode: Rounding = "half_even") -> np.ndarray:
     """Float values as integer codes on the ``2**-frac`` grid (no saturation)."""
-    y = torch.from_numpy(np.asarray(x, dtype=np.float64) * 2.0**frac)
+    y = torch.tensor(np.asarray(x, dtype=np.float64) * 2.0**frac, dtype=torch.float64)
     return round_tensor(y, mode).numpy().astype(np.int64)
 
 

@@ -24,7 +24,7 @@ import snntorch as snn
 import torch
 import torch.nn.functional as F
 from brevitas.nn import QuantConv2d, QuantLinear
-from brevitas.quant import Int8BiasPerTensorFixedPointInternalScaling, Int8WeightPerTensorFixedPoint
+from brevitas.quant import Int8WeightPerTensorFixedPoint
 from brevitas.quant.fixed_point import Int8WeightPerChannelFixedPoint
 from snncompile.quant.fixed import Fixed, Rounding, check_rounding, quantize_tensor, round_tensor
 from torch import nn
@@ -104,12 +104,33 @@ class PotWeight(nn.Module):
         self.bits = bits
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        peak = float(w.detach().abs().max())
-        if peak == 0:
+        frac = pot_frac(w, self.bits)
+        if frac is None:
             return w
-        frac = -math.ceil(math.log2(peak / 2 ** (self.bits - 1)))
         limit = 2 ** (self.bits - 1) - 1
         out: torch.Tensor = _Quantize.apply(w, frac, -limit, limit, "half_even")
+        return out
+
+
+def pot_frac(w: torch.Tensor, bits: int) -> int | None:
+    """brevitas' power-of-two scale exponent: ``-ceil(log2(max|w| / 2**(bits-1)))`` (None for zeros)."""
+    peak = float(w.detach().abs().max())
+    return None if peak == 0 else -math.ceil(math.log2(peak / 2 ** (bits - 1)))
+
+
+class BiasGrid(nn.Module):
+    """Keeps a layer's bias on its weight grid (brevitas' per-tensor FixedPoint scale of ``weight``),
+    as ``bias_bits`` codes, so that with spike inputs ``W s + b`` lies on one grid: exact in float32."""
+
+    def __init__(self, weight: torch.Tensor, weight_bits: int, bias_bits: int) -> None:
+        super().__init__()
+        self._weight = [weight]  # a plain reference, not a registered parameter
+        self.weight_bits, self.bias_bits = weight_bits, bias_bits
+
+    def forward(self, b: torch.Tensor) -> torch.Tensor:
+        frac = pot_frac(self._weight[0], self.weight_bits)
+        limit = 2 ** (self.bias_bits - 1) - 1
+        out: torch.Tensor = _Quantize.apply(b, 0 if frac is None else frac, -limit, limit, "half_even")
         return out
 
 
@@ -157,8 +178,6 @@ def _brevitas(layer: nn.Linear | nn.Conv2d, bits: int, per_channel: bool, bias_b
         "weight_bit_width": bits,
         "bias": layer.bias is not None,
     }
-    if layer.bias is not None:
-        kwargs |= {"bias_quant": Int8BiasPerTensorFixedPointInternalScaling, "bias_bit_width": bias_bits}
     if type(layer) is nn.Linear:
         new: nn.Module = QuantLinear(layer.in_features, layer.out_features, **kwargs)
     else:
@@ -174,6 +193,8 @@ def _brevitas(layer: nn.Linear | nn.Conv2d, bits: int, per_channel: bool, bias_b
             **kwargs,
         )
     new.load_state_dict(layer.state_dict())
+    if layer.bias is not None:
+        parametrize.register_parametrization(new, "bias", BiasGrid(new.weight, bits, bias_bits))
     return new
 
 

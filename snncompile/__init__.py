@@ -1,17 +1,20 @@
 """snncompile: compiles trained spiking neural networks to bit-exact neuromorphic hardware programs."""
 
+from snncompile.compiler import Program, Simulation, compile
 from snncompile.errors import (
     GraphError,
     InconsistentModelError,
     InputError,
+    QuantizationError,
     SerializationError,
     SnnCompileError,
     TraceError,
     UnsupportedModuleError,
 )
 from snncompile.frontend import trace
-from snncompile.interpreters import Run, run_float
+from snncompile.interpreters import Run, run_float, run_integer
 from snncompile.ir import Graph, load_graph, save_graph
+from snncompile.targets import Target, load_target
 
 __version__ = "0.1.0"
 
@@ -20,14 +23,21 @@ __all__ = [
     "GraphError",
     "InconsistentModelError",
     "InputError",
+    "Program",
+    "QuantizationError",
     "Run",
     "SerializationError",
+    "Simulation",
     "SnnCompileError",
+    "Target",
     "TraceError",
     "UnsupportedModuleError",
     "__version__",
+    "compile",
     "load_graph",
+    "load_target",
     "run_float",
+    "run_integer",
     "save_graph",
     "trace",
 ]

@@ -33,3 +33,7 @@ class SerializationError(SnnCompileError):
 
 class InputError(SnnCompileError):
     """Bad user input to a command: a missing file, a wrong array shape or dtype, a bad checkpoint."""
+
+
+class QuantizationError(SnnCompileError):
+    """A model that cannot be put on the target's fixed-point formats as asked."""

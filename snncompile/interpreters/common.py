@@ -50,6 +50,7 @@ class Run:
     output: np.ndarray
     spikes: dict[str, np.ndarray]
     states: dict[str, dict[str, np.ndarray]]
+    saturations: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def output_name(self) -> str:

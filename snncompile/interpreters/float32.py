@@ -22,7 +22,6 @@ from torch import Tensor
 
 from snncompile.errors import GraphError
 from snncompile.interpreters.common import Run, as_input
-from snncompile.quant.fixed import check_rounding, quantize_tensor
 from snncompile.ir import (
     LIF,
     AvgPool2d,
@@ -43,6 +42,7 @@ from snncompile.ir import (
     Scale,
     SumPool2d,
 )
+from snncompile.quant.fixed import check_rounding, quantize_tensor
 
 States = dict[str, Tensor]
 Rule = Callable[[Any, list[Tensor], bool], tuple[Tensor, States]]

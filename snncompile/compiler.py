@@ -1,0 +1,114 @@
+"""The compile entry point: module -> float graph -> fixed-point graph + range analysis = Program."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from snncompile.errors import InputError
+from snncompile.frontend import trace
+from snncompile.interpreters.common import Run, as_input
+from snncompile.interpreters.integer import run_integer
+from snncompile.ir import Graph, Input
+from snncompile.passes import RangeReport, analyze_ranges, quantize
+from snncompile.quant.fixed import to_fixed
+from snncompile.targets import Target, load_target
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """A compiled network: the fixed-point graph for a target, with what quantization did to it.
+
+    ``notes`` lists every value that was rounded (empty for a QAT model read exactly); ``ranges`` is
+    the static range analysis, whose ``verdict`` says whether a float32 (or only float64) QAT forward
+    reproduces the integer run bit for bit.
+    """
+
+    float_graph: Graph
+    graph: Graph
+    target: Target
+    notes: tuple[str, ...]
+    ranges: RangeReport
+    input_max: int
+
+    @property
+    def exact(self) -> bool:
+        return not self.notes
+
+    @property
+    def input_frac(self) -> int:
+        op = self.graph.op(self.graph.input_name)
+        assert isinstance(op, Input) and op.frac is not None
+        return op.frac
+
+    def quantize_input(self, x: Any) -> np.ndarray:
+        """Float inputs rounded (half to even) and saturated onto the program's input grid, as floats."""
+        op = self.graph.op(self.graph.input_name)
+        assert isinstance(op, Input)
+        limit = (1 << (self.target.input_bits - 1)) - 1
+        codes = np.clip(to_fixed(as_input(x, op.shape), self.input_frac), -limit, limit)
+        return (codes * 2.0**-self.input_frac).astype(np.float32)
+
+    def simulate(self, x: Any) -> Simulation:
+        """Runs the program on ``x[T, B, *input_shape]``: spikes, or (for a program compiled with
+        current calibration data) values on its input grid, see :meth:`quantize_input`."""
+        op = self.graph.op(self.graph.input_name)
+        assert isinstance(op, Input)
+        values = as_input(x, op.shape)
+        if self.input_max == 1 and not np.all((values == 0) | (values == 1)):
+            raise InputError(
+                "this program was compiled for spike inputs (0/1); compile with calibration data holding "
+                "currents to run currents"
+            )
+        run = run_integer(self.graph, values)
+        out = self.graph.output_name
+        return Simulation(run.output, run.states.get(out, {}).get("mem"), run)
+
+
+@dataclasses.dataclass(frozen=True)
+class Simulation:
+    """``spikes``: the output node's spike codes (T, B, *output_shape); ``membrane``: its membrane
+    codes (on the grid of its state format); ``run``: every neuron node, with saturation counts."""
+
+    spikes: np.ndarray
+    membrane: np.ndarray | None
+    run: Run
+
+
+def compile(
+    module: nn.Module,
+    target: str | Target = "default",
+    example_input: Any = None,
+    calibration: Any = None,
+) -> Program:
+    """Traces, quantizes and analyses ``module`` for ``target``.
+
+    ``example_input`` is one time step (B, *input_shape) (default: the first step of ``calibration``);
+    ``calibration`` is ``x[T, B, *input_shape]`` (numpy or torch), needed for float models
+    (post-training quantization) and optional for QAT models.
+    """
+    tgt = load_target(target)
+    calib = None
+    if calibration is not None:
+        if isinstance(calibration, torch.Tensor):
+            calibration = calibration.detach().cpu().numpy()
+        calib = np.asarray(calibration)
+        if calib.ndim < 3:
+            raise InputError(f"calibration has shape {calib.shape}; expected (T, B, *input_shape)")
+    if example_input is None:
+        if calib is None:
+            raise InputError("compile needs example_input (one time step, (B, *input_shape)) or calibration")
+        example_input = calib[0]
+    graph = trace(module, example_input)
+    if calib is not None:
+        op = graph.op(graph.input_name)
+        assert isinstance(op, Input)
+        calib = as_input(calib, op.shape)
+    result = quantize(graph, tgt, calib)
+    binary = calib is None or bool(np.all((calib == 0) | (calib == 1)))
+    input_max = 1 if binary else 1 << (tgt.input_bits - 1)
+    return Program(graph, result.graph, tgt, result.notes, analyze_ranges(result.graph, input_max), input_max)

@@ -1,0 +1,298 @@
+"""The integer reference interpreter: the specification of the hardware.
+
+Plain int64 numpy arithmetic, one rule per fixed-point op in :data:`EVAL`, each neuron rule following
+its op's docstring term by term and rounding once per state per step. Every value is an integer code
+on its node's grid (:meth:`Graph.fracs`): spikes are ``s * graded`` codes. Saturations are counted per
+node. The fast simulator and the memory image must match this interpreter bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from snncompile.errors import GraphError, InputError
+from snncompile.interpreters.common import Run, as_input
+from snncompile.ir import (
+    QLIF,
+    AvgPool2d,
+    ConvRecurrence,
+    DenseRecurrence,
+    FixedQuant,
+    Flatten,
+    Graph,
+    Input,
+    MaxPool2d,
+    Op,
+    Output,
+    QConv2d,
+    QCubaLIF,
+    QLinear,
+    Recurrence,
+    SumPool2d,
+)
+from snncompile.quant.fixed import check_rounding, round_shift, saturate
+
+Array = np.ndarray
+Counter = dict[str, int]
+Rule = Callable[[Any, list[Array], Counter], tuple[Array, dict[str, Array]]]
+
+
+def _stepwise(fn: Callable[[Array], Array], x: Array) -> Array:
+    """A stateless op on all ``T*B`` samples at once (integer results do not depend on batching)."""
+    y = fn(x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]))
+    return y.reshape(x.shape[0], x.shape[1], *y.shape[1:])
+
+
+def _windows(
+    x: Array,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    pad_value: int,
+    ceil_mode: bool = False,
+) -> Array:
+    """``(N, C, OH, OW, kh, kw)`` windows of ``x`` (N, C, H, W), padded with ``pad_value``."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    h, w = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
+    eh, ew = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    oh, ow = (h - eh) // sh + 1, (w - ew) // sw + 1
+    extra_h = extra_w = 0
+    if ceil_mode:
+        oh2, ow2 = -(-(h - eh) // sh) + 1, -(-(w - ew) // sw) + 1
+        oh2 -= int((oh2 - 1) * sh >= x.shape[2] + ph)
+        ow2 -= int((ow2 - 1) * sw >= x.shape[3] + pw)
+        extra_h, extra_w = (oh2 - 1) * sh + eh - h, (ow2 - 1) * sw + ew - w
+        oh, ow = oh2, ow2
+    xp = np.pad(
+        x, ((0, 0), (0, 0), (ph, ph + max(extra_h, 0)), (pw, pw + max(extra_w, 0))), constant_values=pad_value
+    )
+    win = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(2, 3))
+    return win[:, :, : oh * sh : sh, : ow * sw : sw, ::dh, ::dw]
+
+
+def conv2d_int(
+    x: Array,
+    weight: Array,
+    bias: Array | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> Array:
+    """Integer 2-d convolution (cross-correlation, zero padding), as torch's conv2d defines it."""
+    kernel = (int(weight.shape[2]), int(weight.shape[3]))
+    win = _windows(x, kernel, stride, padding, dilation, 0)
+    cin, cout = x.shape[1] // groups, weight.shape[0] // groups
+    out = np.concatenate(
+        [
+            np.einsum(
+                "nchwij,ocij->nohw",
+                win[:, g * cin : (g + 1) * cin],
+                weight[g * cout : (g + 1) * cout],
+                optimize=True,
+            )
+            for g in range(groups)
+        ],
+        axis=1,
+    )
+    return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+
+
+def recurrent_int(rec: Recurrence, s: Array) -> Array:
+    """``R(s)`` on integer codes."""
+    if isinstance(rec, DenseRecurrence):
+        out = s @ rec.weight.T
+        return out if rec.bias is None else out + rec.bias
+    if isinstance(rec, ConvRecurrence):
+        return conv2d_int(s, rec.weight, rec.bias, (1, 1), rec.padding, (1, 1), 1)
+    return s * rec.weight
+
+
+def _state_step(acc: Array, shift: int, q: FixedQuant, sat: Counter) -> Array:
+    """Round the exact accumulator once onto the state grid and saturate (counted)."""
+    out, n = saturate(round_shift(acc, shift, check_rounding(q.rounding)), q.lo, q.hi)
+    sat["n"] += n
+    return out
+
+
+def _immediate(op: QLIF | QCubaLIF, mem: Array, spk: Array, r: Array, thr: Array, sat: Counter) -> Array:
+    d = spk - r
+    if op.reset == "subtract":
+        mem = mem - d * thr
+    elif op.reset == "zero":
+        mem = mem - d * mem
+    out, n = saturate(mem, op.mem.lo, op.mem.hi)
+    sat["n"] += n
+    return out
+
+
+def eval_qlif(op: QLIF, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
+    (x,) = args
+    f, d = op.mem.frac, op.decay_frac
+    big = max(f + d, op.in_frac, op.rec_frac if op.recurrence is not None else op.in_frac)
+    mem = np.zeros(x.shape[1:], np.int64)
+    spk = np.zeros(x.shape[1:], np.int64)
+    spikes, mems = [], []
+    for t in range(x.shape[0]):
+        r = (mem > op.threshold).astype(np.int64)
+        m0 = (1 - r) * mem if op.reset == "zero" and op.zero_mode == "keep_input" else mem
+        cur = x[t] if op.bias is None else x[t] + op.bias
+        acc = ((op.beta * m0) << (big - f - d)) + (cur << (big - op.in_frac))
+        if op.recurrence is not None:
+            acc = acc + (recurrent_int(op.recurrence, spk * op.graded) << (big - op.rec_frac))
+        if op.reset == "subtract":
+            acc = acc - ((r * op.threshold) << (big - f))
+        elif op.reset == "zero" and op.zero_mode == "drop_update":
+            acc = (1 - r) * acc
+        mem = _state_step(acc, big - f, op.mem, sat)
+        if op.floor is not None:
+            mem = np.maximum(mem, op.floor)
+        spk = (mem > op.threshold).astype(np.int64)
+        if not op.reset_delay:
+            mem = _immediate(op, mem, spk, r, op.threshold, sat)
+        spikes.append(spk * op.graded)
+        mems.append(mem)
+    return np.stack(spikes), {"mem": np.stack(mems)}
+
+
+def eval_qcubalif(op: QCubaLIF, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
+    (x,) = args
+    f, fs = op.mem.frac, op.syn.frac
+    big_i = max(fs + op.alpha_frac, op.in_frac, op.rec_frac if op.recurrence is not None else op.in_frac)
+    big = max(f + op.decay_frac, big_i)
+    mem = np.zeros(x.shape[1:], np.int64)
+    syn = np.zeros(x.shape[1:], np.int64)
+    spk = np.zeros(x.shape[1:], np.int64)
+    spikes, mems, syns = [], [], []
+    for t in range(x.shape[0]):
+        r = (mem > op.threshold).astype(np.int64)
+        acc_i = ((op.alpha * syn) << (big_i - fs - op.alpha_frac)) + (x[t] << (big_i - op.in_frac))
+        if op.recurrence is not None:
+            acc_i = acc_i + (recurrent_int(op.recurrence, spk * op.graded) << (big_i - op.rec_frac))
+        acc = ((op.beta * mem) << (big - f - op.decay_frac)) + (acc_i << (big - big_i))
+        if op.reset == "subtract":
+            acc = acc - ((r * op.threshold) << (big - f))
+        elif op.reset == "zero":
+            acc = (1 - r) * acc
+        syn = _state_step(acc_i, big_i - fs, op.syn, sat)
+        mem = _state_step(acc, big - f, op.mem, sat)
+        spk = (mem > op.threshold).astype(np.int64)
+        if not op.reset_delay:
+            mem = _immediate(op, mem, spk, r, op.threshold, sat)
+        spikes.append(spk * op.graded)
+        mems.append(mem)
+        syns.append(syn)
+    return np.stack(spikes), {"mem": np.stack(mems), "syn": np.stack(syns)}
+
+
+def eval_qlinear(op: QLinear, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
+    def dense(v: Array) -> Array:
+        out = v @ op.weight.T
+        return out if op.bias is None else out + op.bias
+
+    return _stepwise(dense, args[0]), {}
+
+
+def eval_qconv2d(op: QConv2d, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
+    def conv(v: Array) -> Array:
+        return conv2d_int(v, op.weight, op.bias, op.stride, op.padding, op.dilation, op.groups)
+
+    return _stepwise(conv, args[0]), {}
+
+
+def eval_maxpool(op: MaxPool2d, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
+    low = np.iinfo(np.int64).min
+
+    def pool(v: Array) -> Array:
+        win = _windows(v, op.kernel, op.stride, op.padding, op.dilation, low, op.ceil_mode)
+        out: Array = win.max(axis=(4, 5))
+        return out
+
+    return _stepwise(pool, args[0]), {}
+
+
+def eval_sumpool(
+    op: SumPool2d | AvgPool2d, args: list[Array], sat: Counter
+) -> tuple[Array, dict[str, Array]]:
+    """A window sum; for AvgPool2d the division is the finer output grid (see ``pool_shift``)."""
+
+    def pool(v: Array) -> Array:
+        out: Array = _windows(v, op.kernel, op.stride, op.padding, (1, 1), 0).sum(axis=(4, 5))
+        return out
+
+    return _stepwise(pool, args[0]), {}
+
+
+def eval_flatten(op: Flatten, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
+    (x,) = args
+    start = op.start_dim + 2 if op.start_dim >= 0 else op.start_dim
+    end = op.end_dim + 2 if op.end_dim >= 0 else op.end_dim
+    shape = x.shape
+    end = end % x.ndim
+    return x.reshape(*shape[:start], -1, *shape[end + 1 :]), {}
+
+
+def eval_output(op: Output, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
+    return args[0], {}
+
+
+EVAL: dict[type[Op], Rule] = {
+    QLIF: eval_qlif,
+    QCubaLIF: eval_qcubalif,
+    QLinear: eval_qlinear,
+    QConv2d: eval_qconv2d,
+    MaxPool2d: eval_maxpool,
+    SumPool2d: eval_sumpool,
+    AvgPool2d: eval_sumpool,
+    Flatten: eval_flatten,
+    Output: eval_output,
+}
+"""The integer rule of every fixed-point op except Input."""
+
+
+def input_codes(graph: Graph, x: Any) -> Array:
+    """``x[T, B, ...]`` as integer codes on the input grid; refuses values that are not on it."""
+    op = graph.op(graph.input_name)
+    assert isinstance(op, Input) and op.frac is not None
+    xf = as_input(x, op.shape).astype(np.float64) * 2.0**op.frac
+    codes = np.round(xf)
+    if not np.array_equal(codes, xf):
+        raise InputError(
+            f"input values are not on the program's input grid 2^-{op.frac} "
+            f"({'spikes: integers' if op.frac == 0 else 'fixed-point currents'}); quantize them first "
+            "(Program.quantize_input) or compile with calibration data that holds such currents"
+        )
+    return codes.astype(np.int64)
+
+
+def run_integer(graph: Graph, x: Any) -> Run:
+    """Runs a fixed-point graph on ``x[T, B, *input_shape]`` (values on the input grid) from zero state.
+
+    ``Run.spikes`` holds spike codes (``s * graded``), ``Run.states`` the integer state codes and
+    ``Run.saturations`` the count of saturation events per node.
+    """
+    graph.verify()
+    if not graph.is_fixed:
+        raise GraphError("run_integer needs a fixed-point graph (quantize the float graph first)")
+    inp = graph.input_name
+    values: dict[str, Array] = {inp: input_codes(graph, x)}
+    spikes: dict[str, Array] = {}
+    states: dict[str, dict[str, Array]] = {}
+    saturations: dict[str, int] = {}
+    for name in graph.topo_order():
+        if name == inp:
+            continue
+        op = graph.op(name)
+        rule = EVAL.get(type(op))
+        if rule is None:
+            raise GraphError(f"the integer interpreter has no rule for {op.kind} (node {name!r})")
+        sat = {"n": 0}
+        out, st = rule(op, [values[a] for a in graph.args(name)], sat)
+        values[name] = out
+        if st:
+            spikes[name], states[name], saturations[name] = out, st, sat["n"]
+    return Run(graph, values[graph.output_name], spikes, states, saturations)

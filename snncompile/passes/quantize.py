@@ -1,0 +1,323 @@
+"""The quantize pass: a float IR graph and a target -> a fixed-point IR graph.
+
+Every float value is put on a power-of-two grid:
+
+* **Exact** (quantization-aware trained models): a value that already lies on a grid whose codes fit
+  the target (brevitas FixedPoint weights, :class:`~snncompile.quant.DyadicGrid` decays and thresholds,
+  :class:`~snncompile.quant.FixedPoint` or dyadic snnTorch ``state_quant`` state formats) is taken as is.
+  A state quantizer makes the model a QAT model: its threshold must then lie on the state grid.
+* **Post-training** (float models): weights get brevitas' per-layer rule
+  ``scale = 2**ceil(log2(max|w| / 2**(bits-1)))``, round half to even, narrow range; decays are
+  rounded to ``2**-decay_frac``; each neuron layer's state grid is chosen from the ranges that a float
+  run over calibration inputs reaches (with 2x headroom) within the target's state width; thresholds
+  and biases are rounded onto the grids of their layer.
+
+Everything that was rounded is listed in :attr:`QuantizeResult.notes`; nothing is changed silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from snncompile.errors import GraphError, QuantizationError
+from snncompile.interpreters.float32 import run_float
+from snncompile.ir import (
+    LIF,
+    QLIF,
+    AvgPool2d,
+    Conv2d,
+    ConvRecurrence,
+    CubaLIF,
+    DenseRecurrence,
+    FixedQuant,
+    Flatten,
+    Graph,
+    Input,
+    LevelTable,
+    Linear,
+    MaxPool2d,
+    OneToOneRecurrence,
+    Op,
+    Output,
+    QConv2d,
+    QCubaLIF,
+    QLinear,
+    Quantizer,
+    Recurrence,
+    SumPool2d,
+    pool_shift,
+)
+from snncompile.quant.fixed import exact_frac, to_fixed
+from snncompile.targets import Target
+
+_EXACT_LIMIT = 24  # the finest grid (bits after the point) a value may already sit on to count as exact
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeResult:
+    """The fixed-point graph and one note per value that was rounded rather than read exactly."""
+
+    graph: Graph
+    notes: tuple[str, ...]
+    exact: bool  # True when nothing was rounded: the graph equals the (QAT) model
+
+
+@dataclasses.dataclass
+class _State:
+    float_graph: Graph
+    target: Target
+    ranges: dict[str, dict[str, float]] | None
+    out: Graph
+    fracs: dict[str, int]
+    notes: list[str]
+
+    def note(self, node: str, text: str) -> None:
+        self.notes.append(f"{node}: {text}")
+
+
+def _codes(st: _State, node: str, field: str, value: np.ndarray, bits: int) -> tuple[np.ndarray, int]:
+    """Integer codes and grid of a weight-like tensor: exact when already on a fitting grid, else PTQ."""
+    limit = (1 << (bits - 1)) - 1
+    f = exact_frac(value, _EXACT_LIMIT)
+    if f is not None:
+        codes = to_fixed(value, f)
+        peak = int(np.abs(codes).max(initial=0))
+        if peak <= limit:
+            return codes, f
+        if f <= 16:
+            raise QuantizationError(
+                f"node {node!r}: {field} lies on the grid 2^-{f} but its codes need {peak.bit_length() + 1} "
+                f"bits; target {st.target.name!r} has {bits}-bit weights (the format is too narrow for "
+                "the weights: train with that bit width or pick a wider target)"
+            )
+    peak_v = float(np.abs(value).max(initial=0))
+    if peak_v == 0:
+        return np.zeros(value.shape, np.int64), 0
+    f = -math.ceil(math.log2(peak_v / 2 ** (bits - 1)))
+    codes = np.clip(to_fixed(value, f), -limit, limit)
+    err = float(np.abs(codes * 2.0**-f - value).max())
+    st.note(node, f"{field} rounded to {bits}-bit codes on 2^-{f} (max error {err:.3g})")
+    return codes, f
+
+
+def _on_grid(st: _State, node: str, field: str, value: np.ndarray, frac: int, exact_only: bool) -> np.ndarray:
+    """``value`` as codes on ``2**-frac``: exact, or rounded with a note (an error if ``exact_only``)."""
+    scaled = np.asarray(value, np.float64) * 2.0**frac
+    codes = to_fixed(value, frac)
+    if np.array_equal(codes, scaled):
+        return codes
+    nearest = codes * 2.0**-frac
+    if exact_only:
+        bad = np.flatnonzero(codes.ravel() != scaled.ravel())[0]
+        raise QuantizationError(
+            f"node {node!r}: {field} {float(np.ravel(value)[bad]):g} is not representable on the state "
+            f"grid 2^-{frac} (nearest {float(nearest.ravel()[bad]):g}); keep it on the grid during "
+            "training (prepare_qat does) or quantize post-training"
+        )
+    err = float(np.abs(nearest - value).max())
+    st.note(node, f"{field} rounded onto 2^-{frac} (max error {err:.3g})")
+    return codes
+
+
+def _decay(st: _State, node: str, field: str, value: np.ndarray) -> np.ndarray:
+    d = st.target.decay_frac
+    if np.any(value < 0) or np.any(value > 1):
+        raise QuantizationError(
+            f"node {node!r}: {field} must lie in [0, 1], found [{value.min():g}, {value.max():g}]"
+        )
+    return _on_grid(st, node, field, value, d, exact_only=False)
+
+
+def _state_format(st: _State, node: str, var: str, q: Quantizer | None) -> tuple[FixedQuant, bool]:
+    """The state's fixed-point format and whether it came from the model (QAT) or calibration (PTQ)."""
+    width = st.target.state.width
+    if isinstance(q, FixedQuant):
+        need = max(q.hi.bit_length(), (-q.lo - 1).bit_length()) + 1
+        if need > width:
+            raise QuantizationError(
+                f"node {node!r}: {var} format [{q.lo}, {q.hi}]/2^{q.frac} needs {need} bits; target "
+                f"{st.target.name!r} stores {width}-bit states"
+            )
+        return q, True
+    if isinstance(q, LevelTable):
+        levels = q.levels.astype(np.float64)
+        steps = np.diff(levels)
+        f = exact_frac(levels, _EXACT_LIMIT)
+        if f is not None and steps.size and np.all(steps == 2.0**-f):
+            return FixedQuant(f, int(levels[0] * 2**f), int(levels[-1] * 2**f), "half_down"), True
+        step = float(np.median(steps)) if steps.size else 1.0
+        f = -math.floor(math.log2(step))
+        approx = FixedQuant(f, math.floor(levels[0] * 2**f), math.ceil(levels[-1] * 2**f), "half_down")
+        st.note(
+            node,
+            f"snnTorch state_quant levels are not a dyadic uniform grid; approximated by "
+            f"{approx.describe()} (not bit-exact with the float model)",
+        )
+        return approx, False
+    if st.ranges is None:
+        raise QuantizationError(
+            f"node {node!r} has no state quantizer, so its {var} format must come from calibration data: "
+            "pass calibration inputs (post-training quantization) or train with snncompile.quant.prepare_qat"
+        )
+    peak = max(st.ranges[node][var], 1e-30)
+    f = width - 2 - math.ceil(math.log2(peak))
+    st.note(node, f"{var} format chosen from calibration: peak {peak:.4g} -> s{width}.{f}")
+    return FixedQuant(f, -(1 << (width - 1)), (1 << (width - 1)) - 1, st.target.rounding), False
+
+
+def _recurrence(st: _State, node: str, rec: Recurrence | None, g: int) -> tuple[Recurrence | None, int]:
+    """The recurrence on integers, landing on ``2**-rec_frac`` (its weights on ``rec_frac - g``)."""
+    if rec is None:
+        return None, 0
+    bits = st.target.weight_bits
+    w, wf = _codes(st, node, "recurrent weight", rec.weight, bits)
+    rec_frac = wf + g
+    if isinstance(rec, OneToOneRecurrence):
+        return OneToOneRecurrence(w), rec_frac
+    bias = None if rec.bias is None else _on_grid(st, node, "recurrent bias", rec.bias, rec_frac, False)
+    if isinstance(rec, DenseRecurrence):
+        return DenseRecurrence(w, bias), rec_frac
+    assert isinstance(rec, ConvRecurrence)
+    return ConvRecurrence(w, bias, rec.padding), rec_frac
+
+
+def _graded(st: _State, node: str, graded: np.ndarray) -> tuple[np.ndarray, int]:
+    f = exact_frac(graded, 16)
+    if f is None:
+        f = 8
+        st.note(node, "graded spike factor rounded onto 2^-8")
+    return to_fixed(graded, f), f
+
+
+def _q_linear(st: _State, node: str, op: Linear, in_frac: int) -> Op:
+    w, wf = _codes(st, node, "weight", op.weight, st.target.weight_bits)
+    bias = None if op.bias is None else _bias(st, node, op.bias, in_frac + wf)
+    if isinstance(op, Conv2d):
+        return QConv2d(w, bias, op.stride, op.padding, op.dilation, op.groups, weight_frac=wf)
+    return QLinear(w, bias, weight_frac=wf)
+
+
+def _bias(st: _State, node: str, bias: np.ndarray, frac: int) -> np.ndarray:
+    codes = _on_grid(st, node, "bias", bias, frac, exact_only=False)
+    limit = (1 << (st.target.bias_bits - 1)) - 1
+    if np.abs(codes).max(initial=0) > limit:
+        st.note(node, f"bias clipped to {st.target.bias_bits}-bit codes on 2^-{frac}")
+        codes = np.clip(codes, -limit, limit)
+    return codes
+
+
+def _q_lif(st: _State, node: str, op: LIF, in_frac: int) -> Op:
+    mem, exact_state = _state_format(st, node, "mem", op.mem_quant)
+    g_codes, g = _graded(st, node, op.graded)
+    rec, rec_frac = _recurrence(st, node, op.recurrence, g)
+    return QLIF(
+        beta=_decay(st, node, "beta", op.beta),
+        decay_frac=st.target.decay_frac,
+        threshold=_on_grid(st, node, "threshold", op.threshold, mem.frac, exact_only=exact_state),
+        mem=mem,
+        in_frac=in_frac,
+        reset=op.reset,
+        reset_delay=op.reset_delay,
+        zero_mode=op.zero_mode,
+        graded=g_codes,
+        graded_frac=g,
+        recurrence=rec,
+        rec_frac=rec_frac,
+        bias=None if op.bias is None else _on_grid(st, node, "bias", op.bias, in_frac, exact_only=False),
+        floor=None
+        if op.floor is None
+        else int(_on_grid(st, node, "floor", np.array(op.floor), mem.frac, True)),
+    )
+
+
+def _q_cubalif(st: _State, node: str, op: CubaLIF, in_frac: int) -> Op:
+    mem, exact_state = _state_format(st, node, "mem", op.mem_quant)
+    syn, _ = _state_format(st, node, "syn", op.syn_quant)
+    g_codes, g = _graded(st, node, op.graded)
+    rec, rec_frac = _recurrence(st, node, op.recurrence, g)
+    return QCubaLIF(
+        alpha=_decay(st, node, "alpha", op.alpha),
+        alpha_frac=st.target.decay_frac,
+        beta=_decay(st, node, "beta", op.beta),
+        decay_frac=st.target.decay_frac,
+        threshold=_on_grid(st, node, "threshold", op.threshold, mem.frac, exact_only=exact_state),
+        mem=mem,
+        syn=syn,
+        in_frac=in_frac,
+        reset=op.reset,
+        reset_delay=op.reset_delay,
+        graded=g_codes,
+        graded_frac=g,
+        recurrence=rec,
+        rec_frac=rec_frac,
+    )
+
+
+def _q_pool(st: _State, node: str, op: Op, in_frac: int) -> Op:
+    if isinstance(op, AvgPool2d):
+        try:
+            pool_shift(op)
+        except GraphError as e:
+            raise QuantizationError(f"node {node!r}: {e}") from None
+    return op
+
+
+QUANTIZE: dict[type[Op], Callable[[_State, str, Any, int], Op]] = {
+    Linear: _q_linear,
+    Conv2d: _q_linear,
+    LIF: _q_lif,
+    CubaLIF: _q_cubalif,
+    AvgPool2d: _q_pool,
+    MaxPool2d: _q_pool,
+    SumPool2d: _q_pool,
+    Flatten: _q_pool,
+    Output: _q_pool,
+}
+"""How each float op becomes a fixed-point op (stateless ops without parameters are kept)."""
+
+
+def _input_frac(st: _State, calibration: np.ndarray | None) -> int:
+    if calibration is None:
+        return 0
+    f = exact_frac(calibration, 16)
+    bits = st.target.input_bits
+    peak = float(np.abs(calibration).max(initial=0))
+    if f is not None and peak * 2**f < 2 ** (bits - 1):
+        return f
+    frac = bits - 1 - math.ceil(math.log2(max(peak, 1e-30)))
+    st.note(
+        "input", f"input currents are rounded to {bits}-bit codes on 2^-{frac} (calibration peak {peak:.4g})"
+    )
+    return frac
+
+
+def _calibration_ranges(graph: Graph, calibration: np.ndarray) -> dict[str, dict[str, float]]:
+    run = run_float(graph, calibration)
+    return {
+        n: {var: float(np.abs(v).max(initial=0)) for var, v in st.items()} for n, st in run.states.items()
+    }
+
+
+def quantize(graph: Graph, target: Target, calibration: np.ndarray | None = None) -> QuantizeResult:
+    """Puts every value of the float ``graph`` on ``target``'s fixed-point grids (see the module doc)."""
+    graph.verify()
+    ranges = _calibration_ranges(graph, calibration) if calibration is not None else None
+    st = _State(graph, target, ranges, Graph(), {}, [])
+    for node in graph.topo_order():
+        op = graph.op(node)
+        if isinstance(op, Input):
+            new: Op = Input(op.shape, _input_frac(st, calibration))
+        else:
+            rule = QUANTIZE.get(type(op))
+            if rule is None:
+                raise QuantizationError(f"node {node!r}: {op.kind} has no fixed-point form yet")
+            new = rule(st, node, op, st.fracs[graph.args(node)[0]])
+        st.out.add(node, new, graph.args(node), graph.source(node))
+        st.fracs = st.out.fracs()
+    st.out.verify()
+    return QuantizeResult(st.out, tuple(st.notes), not st.notes)

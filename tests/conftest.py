@@ -128,7 +128,7 @@ def neuron_node(graph: snncompile.Graph, path: str) -> str:
     """The neuron node traced from module ``path``.
 
     For most neurons this is ``graph.node_for_source(path)``; a ``LeakyParallel`` also produces a
-    linear node (``..._in``) with the same source, so the node is picked among ``graph.neurons()``.
+    linear node (source ``<path>.rnn``), so the node is picked among ``graph.neurons()``.
     """
     found = [n for n in graph.neurons() if graph.source(n) == path]
     assert len(found) == 1, f"expected one neuron node from {path!r}, found {found}\n{graph}"

@@ -9,15 +9,17 @@ import re
 import numpy as np
 import pytest
 
-from snncompile import SerializationError
+from snncompile import GraphError, SerializationError
 from snncompile.ir import (
+    IR_TYPES,
     LIF,
-    OPS,
+    QLIF,
     AvgPool2d,
     Conv2d,
     ConvRecurrence,
     CubaLIF,
     DenseRecurrence,
+    FixedQuant,
     Flatten,
     Graph,
     Input,
@@ -26,6 +28,9 @@ from snncompile.ir import (
     MaxPool2d,
     OneToOneRecurrence,
     Output,
+    QConv2d,
+    QCubaLIF,
+    QLinear,
     Scale,
     SumPool2d,
     graph_from_dict,
@@ -113,7 +118,58 @@ def dense_graph() -> Graph:
     return g
 
 
-GRAPHS = [conv_graph, dense_graph]
+def fixed_graph() -> Graph:
+    """The fixed-point ops: integer arrays on power-of-two grids."""
+
+    def ints(*shape: int) -> np.ndarray:
+        return RNG.integers(-100, 100, shape).astype(np.int64)
+
+    mem = FixedQuant(8, -32768, 32767, "floor")
+    g = Graph()
+    g.add("x", Input((2, 6, 6), frac=0))
+    g.add("c", QConv2d(ints(3, 2, 3, 3), ints(3), weight_frac=7), ["x"])
+    g.add("ap", AvgPool2d((2, 2), (2, 2)), ["c"])
+    g.add(
+        "n1",
+        QCubaLIF(
+            alpha=np.array(128, np.int64),
+            alpha_frac=8,
+            beta=np.array(200, np.int64),
+            decay_frac=8,
+            threshold=np.array(256, np.int64),
+            mem=mem,
+            syn=FixedQuant(6, -128, 127, "half_even"),
+            in_frac=9,
+            recurrence=OneToOneRecurrence(np.array(3, np.int64)),
+            rec_frac=2,
+        ),
+        ["ap"],
+    )
+    g.add("fl", Flatten(), ["n1"])
+    g.add("fc", QLinear(ints(4, 12), None, weight_frac=5), ["fl"])
+    g.add(
+        "n2",
+        QLIF(
+            beta=np.full(4, 230, np.int64),
+            decay_frac=8,
+            threshold=np.array(256, np.int64),
+            mem=mem,
+            in_frac=5,
+            reset="zero",
+            zero_mode="drop_update",
+            graded=np.array(3, np.int64),
+            graded_frac=1,
+            recurrence=DenseRecurrence(ints(4, 4), ints(4)),
+            rec_frac=6,
+            floor=None,
+        ),
+        ["fc"],
+    )
+    g.add("out", Output(), ["n2"])
+    return g
+
+
+GRAPHS = [conv_graph, dense_graph, fixed_graph]
 
 
 def test_the_graphs_cover_every_ir_type() -> None:
@@ -129,7 +185,7 @@ def test_the_graphs_cover_every_ir_type() -> None:
         g = make()
         for n in g.topo_order():
             visit(g.op(n))
-    assert seen == set(OPS)
+    assert seen == set(IR_TYPES)
 
 
 @pytest.mark.parametrize("make", GRAPHS)
@@ -203,6 +259,16 @@ def test_with_op_returns_a_changed_copy() -> None:
     assert g.op("fc2").weight.any()
 
 
+def test_fracs_are_inferred_in_fixed_graphs() -> None:
+    g = fixed_graph()
+    assert g.is_fixed and not dense_graph().is_fixed
+    fracs = g.fracs()
+    assert (fracs["c"], fracs["ap"], fracs["n1"], fracs["fc"], fracs["n2"]) == (7, 9, 0, 5, 1)
+    bad = g.with_op("fc", QLinear(g.op("fc").weight, None, weight_frac=4))
+    with pytest.raises(GraphError, match=r"node 'n2' .*input arrives on 2\^-4, the neuron expects 2\^-5"):
+        bad.verify()
+
+
 def test_shapes_are_inferred_per_sample() -> None:
     shapes = conv_graph().shapes()
     assert shapes["c1"] == (4, 8, 8)
@@ -221,7 +287,10 @@ def _doc(g: Graph) -> dict:
     [
         (lambda d: d.update(version=99), r"version 99 is not supported \(this snncompile reads 1\)"),
         (lambda d: d.update(format="other"), r"not an snncompile graph"),
-        (lambda d: d["nodes"][2]["op"].update(type="Bogus"), r"node 'fc': unknown op type 'Bogus'; known: \["),
+        (
+            lambda d: d["nodes"][2]["op"].update(type="Bogus"),
+            r"node 'fc': unknown op type 'Bogus'; known: \[",
+        ),
         (lambda d: d["nodes"][2]["op"].update(extra=1), r"node 'fc': Linear has no field\(s\) \['extra'\]"),
         (lambda d: d["nodes"][2]["op"]["weight"].update(dtype="complex64"), r"unsupported dtype 'complex64'"),
         (lambda d: d["nodes"][2]["op"]["weight"].update(shape=[7, 7]), r"node 'fc'.weight: bad array"),

@@ -80,9 +80,9 @@ class Context:
     shapes: dict[str, Shape]
     neuron_states: dict[str, tuple[str, ...]]
 
-    def add(self, path: str, op: Op, inputs: tuple[str, ...], name: str | None = None) -> str:
+    def add(self, path: str, op: Op, inputs: tuple[str, ...]) -> str:
         """Adds ``op`` traced from module ``path``; its shape is checked now, naming the module."""
-        base = name or path.replace(".", "_")
+        base = path.replace(".", "_")
         if base[:1].isdigit():
             base = f"{op.kind}_{base}"
         node = self.graph.fresh_name(base)
@@ -339,7 +339,7 @@ def _leaky_parallel(ctx: Context, path: str, m: Any, x: str) -> Value:
     has_bias = bool(rnn.bias)
     b_ih = _opt_array(path, "rnn.bias_ih_l0", rnn.bias_ih_l0 if has_bias else None)
     b_hh = _opt_array(path, "rnn.bias_hh_l0", rnn.bias_hh_l0 if has_bias else None)
-    syn = ctx.add(path, Linear(_array(path, "rnn.weight_ih_l0", rnn.weight_ih_l0), b_ih), (x,), f"{path}_in")
+    syn = ctx.add(f"{path}.rnn", Linear(_array(path, "rnn.weight_ih_l0", rnn.weight_ih_l0), b_ih), (x,))
     shape = ctx.shapes[syn]
     op = LIF(
         beta=diag,

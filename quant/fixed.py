@@ -78,7 +78,8 @@ class Fixed:
 def check_rounding(mode: str) -> Rounding:
     if mode not in ROUNDINGS:
         raise FormatError(f"rounding mode {mode!r} is not one of {list(ROUNDINGS)}")
-    return mode  # type: ignore[return-value]
+    rounding: Rounding = mode
+    return rounding
 
 
 def round_shift(acc: np.ndarray, shift: int, mode: Rounding = "floor") -> np.ndarray:

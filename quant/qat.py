@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, cast
 
 import snntorch as snn
 import torch
@@ -46,6 +46,11 @@ class _Quantize(torch.autograd.Function):
         return grad * inside, None, None, None, None
 
 
+def fake_quantize(v: torch.Tensor, frac: int, lo: int, hi: int, mode: Rounding) -> torch.Tensor:
+    """:func:`quantize_tensor` with the clipped straight-through gradient of :class:`_Quantize`."""
+    return cast(torch.Tensor, _Quantize.apply(v, frac, lo, hi, mode))  # type: ignore[no-untyped-call]
+
+
 class _Round(torch.autograd.Function):
     """``round_half_even(v * 2**frac) / 2**frac`` with a straight-through gradient."""
 
@@ -71,8 +76,7 @@ class FixedPoint(nn.Module):
         self.rounding: Rounding = check_rounding(rounding)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = _Quantize.apply(v, self.fmt.frac, self.fmt.lo, self.fmt.hi, self.rounding)
-        return out
+        return fake_quantize(v, self.fmt.frac, self.fmt.lo, self.fmt.hi, self.rounding)
 
     def extra_repr(self) -> str:
         return f"{self.fmt}, rounding={self.rounding}"
@@ -88,8 +92,7 @@ class DyadicGrid(nn.Module):
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         if self.lo is not None or self.hi is not None:
             v = v.clamp(self.lo, self.hi)
-        out: torch.Tensor = _Round.apply(v, self.frac)
-        return out
+        return cast(torch.Tensor, _Round.apply(v, self.frac))  # type: ignore[no-untyped-call]
 
 
 class PotWeight(nn.Module):
@@ -108,8 +111,7 @@ class PotWeight(nn.Module):
         if frac is None:
             return w
         limit = 2 ** (self.bits - 1) - 1
-        out: torch.Tensor = _Quantize.apply(w, frac, -limit, limit, "half_even")
-        return out
+        return fake_quantize(w, frac, -limit, limit, "half_even")
 
 
 def pot_frac(w: torch.Tensor, bits: int) -> int | None:
@@ -130,8 +132,7 @@ class BiasGrid(nn.Module):
     def forward(self, b: torch.Tensor) -> torch.Tensor:
         frac = pot_frac(self._weight[0], self.weight_bits)
         limit = 2 ** (self.bias_bits - 1) - 1
-        out: torch.Tensor = _Quantize.apply(b, 0 if frac is None else frac, -limit, limit, "half_even")
-        return out
+        return fake_quantize(b, 0 if frac is None else frac, -limit, limit, "half_even")
 
 
 class QuantLeakyParallel(nn.Module):
@@ -171,17 +172,17 @@ class QuantLeakyParallel(nn.Module):
         return torch.stack(spikes)
 
 
-def _brevitas(layer: nn.Linear | nn.Conv2d, bits: int, per_channel: bool, bias_bits: int) -> nn.Module:
+def _brevitas(layer: nn.Module, bits: int, per_channel: bool, bias_bits: int) -> nn.Module:
     """A brevitas layer with power-of-two weight (and bias) quantizers and ``layer``'s weights."""
     kwargs: dict[str, Any] = {
         "weight_quant": Int8WeightPerChannelFixedPoint if per_channel else Int8WeightPerTensorFixedPoint,
         "weight_bit_width": bits,
         "bias": layer.bias is not None,
     }
-    if type(layer) is nn.Linear:
+    assert isinstance(layer, nn.Linear | nn.Conv2d)
+    if isinstance(layer, nn.Linear):
         new: nn.Module = QuantLinear(layer.in_features, layer.out_features, **kwargs)
     else:
-        assert isinstance(layer, nn.Conv2d)
         new = QuantConv2d(
             layer.in_channels,
             layer.out_channels,
@@ -194,7 +195,9 @@ def _brevitas(layer: nn.Linear | nn.Conv2d, bits: int, per_channel: bool, bias_b
         )
     new.load_state_dict(layer.state_dict())
     if layer.bias is not None:
-        parametrize.register_parametrization(new, "bias", BiasGrid(new.weight, bits, bias_bits))
+        parametrize.register_parametrization(
+            new, "bias", BiasGrid(cast(torch.Tensor, new.weight), bits, bias_bits)
+        )
     return new
 
 
@@ -206,7 +209,7 @@ def _quantize_neuron(neuron: nn.Module, target: Any) -> None:
             parametrize.register_parametrization(neuron, name, DyadicGrid(target.decay_frac, 0.0, 1.0))
     parametrize.register_parametrization(neuron, "threshold", DyadicGrid(target.state.frac))
     rec = getattr(neuron, "recurrent", None)
-    if type(rec) in (nn.Linear, nn.Conv2d):
+    if isinstance(rec, nn.Module) and type(rec) in (nn.Linear, nn.Conv2d):
         neuron.recurrent = _brevitas(rec, target.weight_bits, target.per_channel, target.bias_bits)
     elif rec is not None and "V" in dict(rec.named_parameters(recurse=False)):
         parametrize.register_parametrization(rec, "V", PotWeight(target.weight_bits))

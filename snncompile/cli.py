@@ -15,11 +15,14 @@ import torch
 from torch import nn
 
 from snncompile import __version__
-from snncompile.errors import InputError, SnnCompileError
+from snncompile.build import is_build, program_report, read_build, report_text, write_build
+from snncompile.compiler import compile as compile_program
+from snncompile.errors import GraphError, InputError, SnnCompileError
 from snncompile.frontend import trace
-from snncompile.interpreters import run_float
-from snncompile.ir import LIF, Conv2d, CubaLIF, Graph, Input, Linear, load_graph
+from snncompile.interpreters import Run, run_float, run_integer
+from snncompile.ir import LIF, QLIF, Conv2d, CubaLIF, Graph, Input, Linear, QCubaLIF, load_graph
 from snncompile.loading import load_checkpoint, load_factory, load_npz, save_npz
+from snncompile.targets import load_target
 
 
 class _Group(click.Group):
@@ -73,17 +76,23 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def load_model_graph(model: str, checkpoint: str | None, input_shape: tuple[int, ...] | None) -> Graph:
-    """The float graph of MODEL: a saved graph ``.json``, or a traced ``file.py:factory`` + checkpoint."""
-    if model.endswith(".json"):
-        if checkpoint:
-            raise InputError("--checkpoint applies to file.py:factory models, not to a saved graph")
-        graph = load_graph(model)
-        graph.verify()
-        return graph
+def _load_module(model: str, checkpoint: str | None) -> nn.Module:
     module = load_factory(model)
     if checkpoint:
         load_checkpoint(module, checkpoint)
+    return module
+
+
+def load_model_graph(model: str, checkpoint: str | None, input_shape: tuple[int, ...] | None) -> Graph:
+    """The graph of MODEL: a build directory (fixed point), a saved graph ``.json``, or a traced
+    ``file.py:factory`` with its checkpoint (float)."""
+    if is_build(model) or model.endswith(".json"):
+        if checkpoint:
+            raise InputError("--checkpoint applies to file.py:factory models, not to a build or saved graph")
+        graph = read_build(model)[0] if is_build(model) else load_graph(model)
+        graph.verify()
+        return graph
+    module = _load_module(model, checkpoint)
     shape = input_shape or _guess_input_shape(module)
     return trace(module, torch.zeros((1, *shape)))
 
@@ -103,6 +112,8 @@ def inspect(model: str, checkpoint: str | None, input_shape: str | None) -> None
 
     Example: snncompile inspect net.py:build --checkpoint net.pt
     """
+    if is_build(model):
+        click.echo(report_text(read_build(model)[1]))
     graph = load_model_graph(model, checkpoint, _parse_shape(input_shape) if input_shape else None)
     click.echo(str(graph))
     shapes = graph.shapes()
@@ -147,36 +158,105 @@ def simulate(
     x = load_npz(input_path, "x")
     if x.ndim < 3:
         raise InputError(f"{input_path!r}: x has shape {x.shape}; expected (T, B, *input_shape)")
-    graph = load_model_graph(model, checkpoint, tuple(x.shape[2:]))
+    try:
+        graph = load_model_graph(model, checkpoint, tuple(x.shape[2:]))
+    except GraphError as e:
+        raise InputError(
+            f"{input_path!r}: the model does not accept inputs of per-sample shape {x.shape[2:]}: {e}"
+        ) from None
     expected = graph.op(graph.input_name)
     assert isinstance(expected, Input)
     if tuple(x.shape[2:]) != tuple(expected.shape):
         raise InputError(
             f"{input_path!r}: x has per-sample shape {x.shape[2:]}; the model expects {expected.shape}"
         )
-    run = run_float(graph, x)
+    run = run_integer(graph, x) if graph.is_fixed else run_float(graph, x)
     out = graph.output_name
     arrays: dict[str, np.ndarray] = {}
-    if isinstance(out_op := graph.op(out), LIF | CubaLIF):
-        arrays["spikes"] = _spike_array(run.spikes[out], out_op)
-        arrays["membrane"] = run.states[out]["mem"]
+    if out in run.states:
+        arrays.update(_node_arrays(graph, run, out))
     else:
         arrays["output"] = run.output
     if record == "all":
         for n in graph.neurons():
-            op = graph.op(n)
-            assert isinstance(op, LIF | CubaLIF)
-            arrays[f"spikes/{n}"] = _spike_array(run.spikes[n], op)
-            for var, value in run.states[n].items():
-                arrays[f"{'membrane' if var == 'mem' else var}/{n}"] = value
+            arrays.update({f"{k}/{n}": v for k, v in _node_arrays(graph, run, n).items()})
+    arrays.update({f"saturations/{n}": np.array(c) for n, c in run.saturations.items()})
     save_npz(output_path, arrays)
     if not ctx.obj["quiet"]:
         t, b = x.shape[:2]
         click.echo(
-            f"simulated {t} steps x {b} samples: {int(np.count_nonzero(run.output))} output spikes -> {output_path}"
+            f"simulated {t} steps x {b} samples: {int(np.count_nonzero(run.output))} output spikes "
+            f"-> {output_path}"
         )
 
 
-def _spike_array(spikes: np.ndarray, op: LIF | CubaLIF) -> np.ndarray:
-    """uint8 for binary spikes; a neuron with a graded-spike factor other than 1 keeps float32 values."""
-    return spikes.astype(np.uint8) if np.all(op.graded == 1) else spikes
+def _node_arrays(graph: Graph, run: Run, node: str) -> dict[str, np.ndarray]:
+    """A neuron node's spikes (uint8 when binary) and states as real values (plus the integer codes
+    of a fixed-point run)."""
+    op = graph.op(node)
+    frac = graph.fracs()[node] if graph.is_fixed else 0
+    spikes = run.spikes[node]
+    assert isinstance(op, LIF | CubaLIF | QLIF | QCubaLIF)
+    binary = bool(np.all(op.graded == 1)) and frac == 0
+    arrays = {"spikes": spikes.astype(np.uint8) if binary else spikes * 2.0**-frac}
+    for var, value in run.states[node].items():
+        key = "membrane" if var == "mem" else var
+        if graph.is_fixed:
+            arrays[key] = value * 2.0 ** -getattr(op, var).frac
+            arrays[f"{key}_codes"] = value
+        else:
+            arrays[key] = value
+    return arrays
+
+
+@main.command("compile")
+@_MODEL
+@_CHECKPOINT
+@click.option("--target", default="default", show_default=True, help="Target name (see snncompile.targets).")
+@click.option(
+    "--calibration",
+    type=click.Path(dir_okay=False),
+    help="X.npz with x[T, B, ...] for post-training quantization.",
+)
+@click.option(
+    "--input-shape",
+    help="Per-sample input shape, e.g. 1,28,28 (default: from the calibration or first layer).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "build",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Build directory to write.",
+)
+@click.pass_context
+def compile_cmd(
+    ctx: click.Context,
+    model: str,
+    checkpoint: str | None,
+    target: str,
+    calibration: str | None,
+    input_shape: str | None,
+    build: str,
+) -> None:
+    """Quantize MODEL for a target and write a build directory.
+
+    A QAT model (snncompile.quant.prepare_qat) is read exactly; a float model needs --calibration.
+    BUILD gets graph.json (fixed point), float_graph.json, report.json and report.txt, atomically.
+
+    Example: snncompile compile net.py:build --checkpoint net.pt --target default -o build/
+    """
+    module = _load_module(model, checkpoint)
+    calib = load_npz(calibration, "x") if calibration else None
+    if input_shape:
+        shape = _parse_shape(input_shape)
+    elif calib is not None and calib.ndim >= 3:
+        shape = tuple(calib.shape[2:])
+    else:
+        shape = _guess_input_shape(module)
+    program = compile_program(module, load_target(target), torch.zeros((1, *shape)), calib)
+    write_build(program, build)
+    if not ctx.obj["quiet"]:
+        click.echo(report_text(program_report(program)), nl=False)
+        click.echo(f"wrote {build}")

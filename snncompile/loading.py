@@ -56,8 +56,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
     except FileNotFoundError:
         raise InputError(f"checkpoint {str(path)!r} does not exist") from None
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"cannot read checkpoint {str(path)!r}: {first}") from None
+        raise InputError(f"cannot read checkpoint {str(path)!r}: {_load_failure(e)}") from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -82,6 +81,19 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> None:
     model.load_state_dict(state)
 
 
+def _load_failure(e: Exception) -> str:
+    """The useful line of a torch.load failure (its first line advises weights_only=False, which we
+    never do: a checkpoint must be a plain state_dict)."""
+    text = str(e)
+    for line in text.splitlines():
+        if "WeightsUnpickler error" in line:
+            return "not a plain state_dict of tensors (" + line.strip() + ")"
+    if "Weights only load failed" in text:
+        return "not a plain state_dict of tensors"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"not a torch checkpoint ({type(e).__name__}{': ' + first if first else ''})"
+
+
 def load_npz(path: str | os.PathLike[str], key: str) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -97,13 +109,20 @@ def load_npz(path: str | os.PathLike[str], key: str) -> np.ndarray:
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Writes ``data`` to a temporary file beside ``path`` and renames it over ``path``."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
+    if not target.parent.is_dir():
+        raise InputError(f"cannot write {str(target)!r}: directory {str(target.parent)!r} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as e:
+        raise InputError(f"cannot write {str(target)!r}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise InputError(f"cannot write {str(target)!r}: {e.strerror}") from None
         raise
 
 

@@ -462,7 +462,7 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if isinstance(m, nn.Sequential):
             return False
-        return module_type(m) in HANDLERS or m.__module__.startswith(("torch.nn", "snntorch", "brevitas"))
+        return isinstance(m, tuple(HANDLERS)) or m.__module__.startswith(("torch.nn", "snntorch", "brevitas"))
 
 
 _FLATTEN_FNS: tuple[Any, ...] = (torch.flatten, "flatten")
@@ -564,7 +564,7 @@ def trace(module: nn.Module, example_input: Any) -> Graph:
             if handler is None:
                 raise UnsupportedModuleError(
                     f"module {target!r} ({sub_type.__module__}.{sub_type.__name__}) is not supported; "
-                    f"supported: {_supported()}"
+                    f"supported: {_supported()} (exact types: subclasses are refused)"
                 )
             if isinstance(sub, snn.SpikingNeuron | snn.LeakyParallel | QuantLeakyParallel):
                 if target in called:

@@ -46,6 +46,26 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+def _check_field(owner: str, f: dataclasses.Field[Any], value: Any) -> None:
+    """The field's annotation, checked: arrays are arrays, shapes and pairs are tuples of ints."""
+    hint = str(f.type)
+    optional = "None" in hint
+    if value is None and optional:
+        return
+    if "np.ndarray" in hint:
+        ok = isinstance(value, np.ndarray)
+    elif hint.startswith(("Shape", "tuple[int")):
+        ok = isinstance(value, tuple) and all(isinstance(v, int | np.integer) for v in value)
+    elif hint.startswith(("int", "bool")):
+        ok = isinstance(value, int | np.integer)
+    elif hint.startswith("float"):
+        ok = isinstance(value, int | float | np.number)
+    else:
+        return
+    if not ok:
+        raise GraphError(f"{owner}.{f.name} must be {hint}, got {type(value).__name__} {value!r:.60}")
+
+
 def _field_equal(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (
@@ -73,7 +93,9 @@ class Node:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, _freeze(getattr(self, f.name)))
+            value = _freeze(getattr(self, f.name))
+            _check_field(type(self).__name__, f, value)
+            object.__setattr__(self, f.name, value)
 
     def __eq__(self, other: object) -> bool:
         if type(self) is not type(other):

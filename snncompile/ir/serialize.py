@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from snncompile.errors import SerializationError, SnnCompileError
+from snncompile.errors import GraphError, SerializationError, SnnCompileError
 from snncompile.ir.graph import Graph
 from snncompile.ir.ops import OPS, Node, Op
 from snncompile.ir.qops import FIXED_OPS
@@ -61,6 +61,8 @@ def _decode(value: Any, where: str) -> Any:
             return cls(**{k: _decode(v, f"{where}.{k}") for k, v in fields.items()})
         except TypeError as e:
             raise SerializationError(f"{where}: bad fields for {value['type']}: {e}") from None
+        except GraphError as e:
+            raise SerializationError(f"{where}: {e}") from None
     if set(value) == {"dtype", "shape", "data"}:
         if value["dtype"] not in _DTYPES:
             raise SerializationError(f"{where}: unsupported dtype {value['dtype']!r}")

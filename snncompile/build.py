@@ -1,0 +1,129 @@
+"""Build directories: what ``snncompile compile`` writes, written atomically.
+
+``BUILD/graph.json`` (the fixed-point graph), ``BUILD/float_graph.json`` (the traced float graph),
+``BUILD/report.json`` and ``BUILD/report.txt`` (the same facts, for machines and for people). A build is
+first written into a hidden sibling directory and renamed into place, so a failed compile leaves no
+partial BUILD and an existing BUILD is replaced whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snncompile import __version__
+from snncompile.compiler import Program
+from snncompile.errors import InputError
+from snncompile.ir import Graph, load_graph, save_graph
+
+GRAPH = "graph.json"
+
+
+def program_report(program: Program) -> dict[str, Any]:
+    """The compile report as plain data: target, per-node formats, range analysis, quantization notes."""
+    graph, ranges = program.graph, program.ranges
+    shapes = graph.shapes()
+    fracs = graph.fracs()
+    nodes = [
+        {
+            "name": n,
+            "source": graph.source(n),
+            "op": graph.op(n).kind,
+            "shape": list(shapes[n]),
+            "frac": fracs[n],
+            "max_code": ranges.nodes[n].out_max,
+            "bits": ranges.nodes[n].bits,
+            "saturating": ranges.nodes[n].saturating,
+            "line": graph.line(n),
+        }
+        for n in graph.topo_order()
+    ]
+    return {
+        "compiler": f"snncompile {__version__}",
+        "target": program.target.name,
+        "exact": program.exact,
+        "range_verdict": ranges.verdict,
+        "max_intermediate_bits": ranges.bits,
+        "saturating": ranges.saturating,
+        "neurons": int(sum(np.prod(shapes[n]) for n in graph.neurons())),
+        "nodes": nodes,
+        "notes": list(program.notes),
+    }
+
+
+def report_text(report: dict[str, Any]) -> str:
+    """``report.json`` as aligned tables."""
+    lines = [
+        f"{report['compiler']} — target {report['target']}",
+        f"range analysis: {report['range_verdict']} (largest intermediate {report['max_intermediate_bits']} bits)",
+        f"quantization: {'exact (model read as trained)' if report['exact'] else 'post-training (rounded, see notes)'}",
+        f"neurons: {report['neurons']}",
+        "",
+    ]
+    header = ("node", "op", "shape", "frac", "max code", "bits", "saturating")
+    rows = [
+        (
+            n["name"],
+            n["op"],
+            "x".join(str(d) for d in n["shape"]),
+            str(n["frac"]),
+            str(n["max_code"]),
+            str(n["bits"]),
+            "yes" if n["saturating"] else "",
+        )
+        for n in report["nodes"]
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if report["notes"]:
+        lines += ["", "notes:"] + [f"  - {n}" for n in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_build(program: Program, path: str | os.PathLike[str]) -> None:
+    """Writes the build directory for ``program`` at ``path`` atomically (replacing an old one)."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"cannot write build {str(target)!r}: {str(parent)!r} is not a directory")
+    if target.exists() and not (target / GRAPH).is_file():
+        raise InputError(f"{str(target)!r} exists and is not an snncompile build; choose another -o")
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        save_graph(program.graph, tmp / GRAPH)
+        save_graph(program.float_graph, tmp / "float_graph.json")
+        report = program_report(program)
+        (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        (tmp / "report.txt").write_text(report_text(report))
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=".old"))
+            os.replace(target, old / "build")
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def is_build(path: str | os.PathLike[str]) -> bool:
+    return Path(path).is_dir() and (Path(path) / GRAPH).is_file()
+
+
+def read_build(path: str | os.PathLike[str]) -> tuple[Graph, dict[str, Any]]:
+    """The fixed-point graph and report of a build directory."""
+    graph = load_graph(Path(path) / GRAPH)
+    graph.verify()
+    try:
+        report = json.loads((Path(path) / "report.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"build {str(path)!r}: cannot read report.json: {e}") from None
+    return graph, report

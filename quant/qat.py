@@ -232,13 +232,15 @@ def prepare_qat(model: nn.Module, target: Any = "default") -> nn.Module:
             elif type(child) is snn.LeakyParallel:
                 lp = QuantLeakyParallel(child, FixedPoint(tgt.state, tgt.rounding))
                 rnn = lp.rnn
+                w_ih = rnn.weight_ih_l0
                 parametrize.register_parametrization(rnn, "weight_ih_l0", PotWeight(tgt.weight_bits))
                 parametrize.register_parametrization(
                     rnn, "weight_hh_l0", DyadicGrid(tgt.decay_frac, 0.0, 1.0)
                 )
-                if rnn.bias:
+                if rnn.bias:  # both biases on the input weights' grid: W_ih x + b_ih + b_hh on one grid
                     for b in ("bias_ih_l0", "bias_hh_l0"):
-                        parametrize.register_parametrization(rnn, b, PotWeight(tgt.bias_bits))
+                        grid = BiasGrid(w_ih, tgt.weight_bits, tgt.bias_bits)
+                        parametrize.register_parametrization(rnn, b, grid)
                 parametrize.register_parametrization(lp, "threshold", DyadicGrid(tgt.state.frac))
                 setattr(module, name, lp)
             elif isinstance(child, snn.SpikingNeuron):

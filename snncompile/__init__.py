@@ -1,5 +1,6 @@
 """snncompile: compiles trained spiking neural networks to bit-exact neuromorphic hardware programs."""
 
+from snncompile._version import __version__
 from snncompile.compiler import Program, Simulation, compile
 from snncompile.errors import (
     GraphError,
@@ -15,8 +16,6 @@ from snncompile.frontend import trace
 from snncompile.interpreters import Run, run_float, run_integer
 from snncompile.ir import Graph, load_graph, save_graph
 from snncompile.targets import Target, load_target
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Graph",

@@ -1,7 +1,9 @@
 """Build directories: what ``snncompile compile`` writes, written atomically.
 
-``BUILD/graph.json`` (the fixed-point graph), ``BUILD/float_graph.json`` (the traced float graph),
-``BUILD/report.json`` and ``BUILD/report.txt`` (the same facts, for machines and for people). A build is
+``BUILD/image/`` (the weight-memory image: every memory as .mem/.coe/.mif/.bin, ``image.h`` and
+``manifest.json``), ``BUILD/graph.json`` (the fixed-point graph), ``BUILD/float_graph.json`` (the traced
+float graph), ``BUILD/report.json`` and ``BUILD/report.txt`` (the same facts, for machines and people).
+Simulating a build runs the program decoded from its image, so what is simulated is what is shipped. A build is
 first written into a hidden sibling directory and renamed into place, so a failed compile leaves no
 partial BUILD and an existing BUILD is replaced whole.
 """
@@ -17,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from snncompile import __version__
+from snncompile._version import __version__
+from snncompile.backends.image import image_files, read_image
 from snncompile.compiler import Program
 from snncompile.errors import InputError
-from snncompile.ir import Graph, load_graph, save_graph
+from snncompile.ir import Graph, save_graph
 
 GRAPH = "graph.json"
 
@@ -52,6 +55,20 @@ def program_report(program: Program) -> dict[str, Any]:
         "max_intermediate_bits": ranges.bits,
         "saturating": ranges.saturating,
         "neurons": int(sum(np.prod(shapes[n]) for n in graph.neurons())),
+        "synapses": int(program.memories["synapse"].depth),
+        "resources": [
+            {"resource": u.resource, "used": u.used, "limit": u.limit, "unit": u.unit}
+            for u in program.mapping.usage
+        ],
+        "memories": {
+            name: {
+                "width": m.width,
+                "depth": m.depth,
+                "bits": m.width * m.depth,
+                "placed_in": program.mapping.memory_kind[name],
+            }
+            for name, m in program.memories.items()
+        },
         "nodes": nodes,
         "notes": list(program.notes),
     }
@@ -63,7 +80,10 @@ def report_text(report: dict[str, Any]) -> str:
         f"{report['compiler']} — target {report['target']}",
         f"range analysis: {report['range_verdict']} (largest intermediate {report['max_intermediate_bits']} bits)",
         f"quantization: {'exact (model read as trained)' if report['exact'] else 'post-training (rounded, see notes)'}",
-        f"neurons: {report['neurons']}",
+        f"neurons: {report['neurons']}, synapse words: {report['synapses']}",
+        "",
+        "resources:",
+        *(f"  {r['resource']}: {r['used']:,} / {r['limit']:,} {r['unit']}" for r in report["resources"]),
         "",
     ]
     header = ("node", "op", "shape", "frac", "max code", "bits", "saturating")
@@ -97,6 +117,9 @@ def write_build(program: Program, path: str | os.PathLike[str]) -> None:
         raise InputError(f"{str(target)!r} exists and is not an snncompile build; choose another -o")
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
+        (tmp / "image").mkdir()
+        for name, blob in image_files(program.graph, program.target, program.memories).items():
+            (tmp / "image" / name).write_bytes(blob)
         save_graph(program.graph, tmp / GRAPH)
         save_graph(program.float_graph, tmp / "float_graph.json")
         report = program_report(program)
@@ -119,9 +142,8 @@ def is_build(path: str | os.PathLike[str]) -> bool:
 
 
 def read_build(path: str | os.PathLike[str]) -> tuple[Graph, dict[str, Any]]:
-    """The fixed-point graph and report of a build directory."""
-    graph = load_graph(Path(path) / GRAPH)
-    graph.verify()
+    """The program decoded from a build's image (node names from its manifest) and the build's report."""
+    graph = read_image(Path(path) / "image")
     try:
         report = json.loads((Path(path) / "report.json").read_text())
     except (OSError, json.JSONDecodeError) as e:

@@ -14,7 +14,7 @@ import snntorch as snn
 import torch
 from torch import nn
 
-from snncompile import __version__
+from snncompile._version import __version__
 from snncompile.build import is_build, program_report, read_build, report_text, write_build
 from snncompile.compiler import compile as compile_program
 from snncompile.errors import GraphError, InputError, SnnCompileError

@@ -1,4 +1,5 @@
-"""The compile entry point: module -> float graph -> fixed-point graph + range analysis = Program."""
+"""The compile entry point: module -> float graph -> fixed-point graph -> range analysis, memory image
+and mapping onto the target = Program."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from snncompile.backends.image import MemoryImage, encode
 from snncompile.errors import InputError
 from snncompile.frontend import trace
 from snncompile.interpreters.common import Run, as_input
 from snncompile.interpreters.integer import run_integer
 from snncompile.ir import Graph, Input
 from snncompile.passes import RangeReport, analyze_ranges, quantize
+from snncompile.passes.mapping import Mapping, map_graph
 from snncompile.quant.fixed import to_fixed
 from snncompile.targets import Target, load_target
 
@@ -34,6 +37,8 @@ class Program:
     notes: tuple[str, ...]
     ranges: RangeReport
     input_max: int
+    mapping: Mapping
+    memories: dict[str, MemoryImage]
 
     @property
     def exact(self) -> bool:
@@ -111,4 +116,7 @@ def compile(
     result = quantize(graph, tgt, calib)
     binary = calib is None or bool(np.all((calib == 0) | (calib == 1)))
     input_max = 1 if binary else 1 << (tgt.input_bits - 1)
-    return Program(graph, result.graph, tgt, result.notes, analyze_ranges(result.graph, input_max), input_max)
+    ranges = analyze_ranges(result.graph, input_max)
+    memories = encode(result.graph, tgt)
+    mapping = map_graph(result.graph, tgt, {name: m.depth * m.width for name, m in memories.items()})
+    return Program(graph, result.graph, tgt, result.notes, ranges, input_max, mapping, memories)

@@ -147,21 +147,20 @@ def map_graph(graph: Graph, target: Target, memory_bits: dict[str, int]) -> Mapp
         Usage("fan-out", fan_out_max, target.limits.fan_out, "synapses"),
     ]
     placed: dict[str, str] = {}
-    for logical, bits in memory_bits.items():
-        kind = next(m for m in target.memories if logical in m.holds)
-        placed[logical] = kind.name
-    for kind in target.memories:
-        mine = {lg: b for lg, b in memory_bits.items() if placed[lg] == kind.name}
-        banks = {lg: math.ceil(b / kind.bank_bits) for lg, b in mine.items()}
+    for logical in memory_bits:
+        placed[logical] = next(m.name for m in target.memories if logical in m.holds)
+    for mem_kind in target.memories:
+        mine = {lg: b for lg, b in memory_bits.items() if placed[lg] == mem_kind.name}
+        banks = {lg: math.ceil(b / mem_kind.bank_bits) for lg, b in mine.items()}
         total = sum(banks.values())
-        if total > kind.banks:
+        if total > mem_kind.banks:
             worst = max(mine, key=lambda lg: mine[lg])
             raise MappingError(
-                f"{worst} memory: needs {mine[worst]:,} bits in {kind.bank_bits // 1024} Kb banks "
-                f"({total} banks with {', '.join(sorted(mine))}), {name} has {kind.banks}"
+                f"{worst} memory: needs {mine[worst]:,} bits in {mem_kind.bank_bits // 1024} Kb banks "
+                f"({total} banks with {', '.join(sorted(mine))}), {name} has {mem_kind.banks}"
             )
         usage.append(
-            Usage(f"{kind.name} banks ({'/'.join(sorted(mine)) or 'unused'})", total, kind.banks, "banks")
+            Usage(f"{mem_kind.name} banks ({'/'.join(sorted(mine)) or 'unused'})", total, mem_kind.banks, "banks")
         )
     return Mapping(target, cores, dict(memory_bits), placed, tuple(usage))
 

@@ -1,8 +1,7 @@
 """Build directories: what ``snncompile compile`` writes, written atomically.
 
 ``BUILD/image/`` (the weight-memory image: every memory as .mem/.coe/.mif/.bin, ``image.h`` and
-``manifest.json``), ``BUILD/graph.json`` (the fixed-point graph), ``BUILD/float_graph.json`` (the traced
-float graph), ``BUILD/report.json`` and ``BUILD/report.txt`` (the same facts, for machines and people).
+``manifest.json``), ``BUILD/graph.json`` (the fixed-point graph), ``BUILD/report.json`` and ``BUILD/report.txt`` (the same facts, for machines and people).
 Simulating a build runs the program decoded from its image, so what is simulated is what is shipped. A build is
 first written into a hidden sibling directory and renamed into place, so a failed compile leaves no
 partial BUILD and an existing BUILD is replaced whole.
@@ -121,7 +120,6 @@ def write_build(program: Program, path: str | os.PathLike[str]) -> None:
         for name, blob in image_files(program.graph, program.target, program.memories).items():
             (tmp / "image" / name).write_bytes(blob)
         save_graph(program.graph, tmp / GRAPH)
-        save_graph(program.float_graph, tmp / "float_graph.json")
         report = program_report(program)
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         (tmp / "report.txt").write_text(report_text(report))

@@ -22,7 +22,7 @@ from snncompile.frontend import trace
 from snncompile.interpreters import Run, run_float, run_integer
 from snncompile.ir import LIF, QLIF, Conv2d, CubaLIF, Graph, Input, Linear, QCubaLIF, load_graph
 from snncompile.loading import load_checkpoint, load_factory, load_npz, save_npz
-from snncompile.targets import load_target
+from snncompile.targets import load_target, target_names
 
 
 class _Group(click.Group):
@@ -243,7 +243,7 @@ def compile_cmd(
     """Quantize MODEL for a target and write a build directory.
 
     A QAT model (snncompile.quant.prepare_qat) is read exactly; a float model needs --calibration.
-    BUILD gets graph.json (fixed point), float_graph.json, report.json and report.txt, atomically.
+    BUILD gets image/ (the memory image), graph.json, report.json and report.txt, atomically.
 
     Example: snncompile compile net.py:build --checkpoint net.pt --target default -o build/
     """
@@ -260,3 +260,17 @@ def compile_cmd(
     if not ctx.obj["quiet"]:
         click.echo(report_text(program_report(program)), nl=False)
         click.echo(f"wrote {build}")
+
+
+@main.command()
+@click.argument("name", required=False)
+def targets(name: str | None) -> None:
+    """List the hardware targets, or describe one (NAME, or a path to a target .toml file).
+
+    Example: snncompile targets artix7-100t
+    """
+    if name:
+        click.echo(load_target(name).describe())
+        return
+    for n in target_names():
+        click.echo(f"{n.ljust(14)}  {load_target(n).description}")

@@ -160,7 +160,12 @@ def map_graph(graph: Graph, target: Target, memory_bits: dict[str, int]) -> Mapp
                 f"({total} banks with {', '.join(sorted(mine))}), {name} has {mem_kind.banks}"
             )
         usage.append(
-            Usage(f"{mem_kind.name} banks ({'/'.join(sorted(mine)) or 'unused'})", total, mem_kind.banks, "banks")
+            Usage(
+                f"{mem_kind.name} banks ({'/'.join(sorted(mine)) or 'unused'})",
+                total,
+                mem_kind.banks,
+                "banks",
+            )
         )
     return Mapping(target, cores, dict(memory_bits), placed, tuple(usage))
 

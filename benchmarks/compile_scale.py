@@ -8,6 +8,7 @@ the 4.9 Mb of artix7-100t), and prints the seconds of each stage. Usage: python 
 from __future__ import annotations
 
 import argparse
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from snncompile.targets import load_target
 
 def mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), snn.Leaky(beta=0.9, init_hidden=True)]
     return nn.Sequential(*layers)
 
@@ -32,7 +33,7 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 def run(sizes: list[int], target: str) -> None:
     torch.manual_seed(0)
     net = mlp(sizes)
-    synapses = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    synapses = sum(a * b for a, b in itertools.pairwise(sizes))
     calib = (np.random.default_rng(0).random((4, 2, sizes[0])) < 0.1).astype(np.float32)
     t0 = time.perf_counter()
     program = snncompile.compile(net, load_target(target), calibration=calib)

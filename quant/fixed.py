@@ -26,11 +26,13 @@ from typing import Literal, TypeAlias
 import numpy as np
 import torch
 
+from snncompile.errors import SnnCompileError
+
 Rounding: TypeAlias = Literal["floor", "half_up", "half_down", "half_even", "trunc"]
 ROUNDINGS: tuple[Rounding, ...] = ("floor", "half_up", "half_down", "half_even", "trunc")
 
 
-class FormatError(ValueError):
+class FormatError(SnnCompileError, ValueError):
     """A format, rounding mode or shift that makes no sense (raised on construction)."""
 
 

@@ -89,6 +89,10 @@ class DyadicGrid(nn.Module):
         super().__init__()
         self.frac, self.lo, self.hi = frac, lo, hi
 
+    def right_inverse(self, v: torch.Tensor) -> torch.Tensor:
+        """Assigning a value stores it as is (the forward puts it on the grid)."""
+        return v
+
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         if self.lo is not None or self.hi is not None:
             v = v.clamp(self.lo, self.hi)

@@ -20,6 +20,7 @@ shape, so decoding gives back the very arrays that were encoded.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -47,6 +48,7 @@ from snncompile.ir import (
     SumPool2d,
 )
 from snncompile.ir.ops import RESETS, ZERO_MODES, Recurrence
+from snncompile.ir.qops import stored_codes
 from snncompile.targets import Target
 
 VERSION = 1
@@ -65,7 +67,7 @@ OPCODES: dict[type[Op], int] = {
 _PARAMS = ("beta", "threshold", "graded", "alpha", "v", "lif_bias")
 RECORD_FIELDS: tuple[str, ...] = (
     "opcode", "arg", "ndim", "d0", "d1", "d2", "in_ndim", "in0", "in1", "in2",
-    "frac", "weight_frac", "syn_base", "syn_count", "bias_base",
+    "frac", "weight_frac", "syn_base", "syn_count", "bias_base", "shift_base",
     "kh", "kw", "sh", "sw", "ph", "pw", "dh", "dw", "groups", "conv_unrolled",
     "ceil_mode", "count_include_pad", "divisor_override", "start_dim", "end_dim",
     "neuron_base", "neurons", "state_base", "decay_frac", "alpha_frac",
@@ -201,8 +203,9 @@ def encode(graph: Graph, target: Target) -> dict[str, MemoryImage]:
             rec["frac"] = int(op.frac or 0)
         elif isinstance(op, QLinear):
             rec["weight_frac"] = op.weight_frac
-            rec["syn_base"], rec["syn_count"] = b.put("synapse", op.weight.T)
+            rec["syn_base"], rec["syn_count"] = b.put("synapse", stored_codes(op).T)
             rec["bias_base"] = b.put("bias", op.bias)[0] if op.bias is not None else -1
+            rec["shift_base"] = b.put("bias", op.channel_shift)[0] if op.channel_shift is not None else -1
         elif isinstance(op, QConv2d):
             rec["weight_frac"], rec["groups"] = op.weight_frac, op.groups
             rec["kh"], rec["kw"] = int(op.weight.shape[2]), int(op.weight.shape[3])
@@ -211,9 +214,11 @@ def encode(graph: Graph, target: Target) -> dict[str, MemoryImage]:
             _pairs(rec, ("dh", "dw"), op.dilation)
             unrolled = not target.limits.conv_engine
             rec["conv_unrolled"] = int(unrolled)
-            weights = unroll_conv(op, in_shape) if unrolled else op.weight
+            codes = dataclasses.replace(op, weight=stored_codes(op), channel_shift=None)
+            weights = unroll_conv(codes, in_shape) if unrolled else codes.weight
             rec["syn_base"], rec["syn_count"] = b.put("synapse", weights)
             rec["bias_base"] = b.put("bias", op.bias)[0] if op.bias is not None else -1
+            rec["shift_base"] = b.put("bias", op.channel_shift)[0] if op.channel_shift is not None else -1
         elif isinstance(op, AvgPool2d | MaxPool2d | SumPool2d):
             _pairs(rec, ("kh", "kw"), op.kernel)
             _pairs(rec, ("sh", "sw"), op.stride)
@@ -431,6 +436,21 @@ def _extract_kernel(
     return kernel
 
 
+def _shift(r: _Reader, rec: np.ndarray, channels: int, where: str) -> np.ndarray | None:
+    base = _field(rec, "shift_base")
+    if base < 0:
+        return None
+    shift = r.take("bias", base, channels, where).copy()
+    if np.any(shift < 0) or np.any(shift > 30):
+        raise ImageError(f"{where}: channel shifts must lie in 0..30")
+    return shift
+
+
+def _unshift(codes: np.ndarray, shift: np.ndarray | None) -> np.ndarray:
+    """Stored per-channel codes back on the shared grid."""
+    return codes if shift is None else codes << shift.reshape((-1,) + (1,) * (codes.ndim - 1))
+
+
 def decode(
     memories: dict[str, MemoryImage], names: list[str] | None = None, sources: list[str] | None = None
 ) -> Graph:
@@ -476,10 +496,12 @@ def decode(
             n_in, n_out = math.prod(in_shape), math.prod(shape)
             w = r.take("synapse", _field(rec, "syn_base"), n_in * n_out, where).reshape(n_in, n_out).T.copy()
             bb = _field(rec, "bias_base")
+            shift = _shift(r, rec, n_out, where)
             op = QLinear(
-                w,
+                _unshift(w, shift),
                 None if bb < 0 else r.take("bias", bb, n_out, where),
                 weight_frac=_field(rec, "weight_frac"),
+                channel_shift=shift,
             )
         elif cls is QConv2d:
             if len(in_shape) != 3 or len(shape) != 3:
@@ -497,10 +519,12 @@ def decode(
                     shape[0], in_shape[0] // groups, kh, kw
                 )
             bb = _field(rec, "bias_base")
+            shift = _shift(r, rec, shape[0], where)
             op = QConv2d(
-                kernel, None if bb < 0 else r.take("bias", bb, shape[0], where),
+                _unshift(kernel, shift), None if bb < 0 else r.take("bias", bb, shape[0], where),
                 (_field(rec, "sh"), _field(rec, "sw")), (_field(rec, "ph"), _field(rec, "pw")),
                 (_field(rec, "dh"), _field(rec, "dw")), groups, weight_frac=_field(rec, "weight_frac"),
+                channel_shift=shift,
             )  # fmt: skip
         elif cls is AvgPool2d:
             div = _field(rec, "divisor_override")

@@ -28,8 +28,8 @@ def as_input(x: Any, shape: Shape) -> np.ndarray:
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise InputError(f"input has shape {x.shape}: no time steps or no samples")
     if x.dtype == np.bool_ or np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating):
-        out = x.astype(np.float32)
-        if not np.array_equal(out.astype(x.dtype), x, equal_nan=x.dtype.kind == "f"):
+        out = x.astype(np.float32, copy=False)
+        if out is not x and not np.array_equal(out.astype(x.dtype), x, equal_nan=x.dtype.kind == "f"):
             raise InputError(f"input of dtype {x.dtype} holds values that float32 cannot represent exactly")
         if not np.all(np.isfinite(out)):
             raise InputError("input holds NaN or infinite values")

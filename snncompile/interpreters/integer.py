@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from snncompile.errors import GraphError, InputError
 from snncompile.interpreters.common import Run, as_input
@@ -130,7 +131,12 @@ def _immediate(op: QLIF | QCubaLIF, mem: Array, spk: Array, r: Array, thr: Array
     return out
 
 
-def eval_qlif(op: QLIF, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
+Recur = Callable[[Recurrence, Array], Array]
+
+
+def eval_qlif(
+    op: QLIF, args: list[Array], sat: Counter, recur: Recur = recurrent_int
+) -> tuple[Array, dict[str, Array]]:
     (x,) = args
     f, d = op.mem.frac, op.decay_frac
     big = max(f + d, op.in_frac, op.rec_frac if op.recurrence is not None else op.in_frac)
@@ -143,7 +149,7 @@ def eval_qlif(op: QLIF, args: list[Array], sat: Counter) -> tuple[Array, dict[st
         cur = x[t] if op.bias is None else x[t] + op.bias
         acc = ((op.beta * m0) << (big - f - d)) + (cur << (big - op.in_frac))
         if op.recurrence is not None:
-            acc = acc + (recurrent_int(op.recurrence, spk * op.graded) << (big - op.rec_frac))
+            acc = acc + (recur(op.recurrence, spk * op.graded) << (big - op.rec_frac))
         if op.reset == "subtract":
             acc = acc - ((r * op.threshold) << (big - f))
         elif op.reset == "zero" and op.zero_mode == "drop_update":
@@ -159,7 +165,9 @@ def eval_qlif(op: QLIF, args: list[Array], sat: Counter) -> tuple[Array, dict[st
     return np.stack(spikes), {"mem": np.stack(mems)}
 
 
-def eval_qcubalif(op: QCubaLIF, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
+def eval_qcubalif(
+    op: QCubaLIF, args: list[Array], sat: Counter, recur: Recur = recurrent_int
+) -> tuple[Array, dict[str, Array]]:
     (x,) = args
     f, fs = op.mem.frac, op.syn.frac
     big_i = max(fs + op.alpha_frac, op.in_frac, op.rec_frac if op.recurrence is not None else op.in_frac)
@@ -172,7 +180,7 @@ def eval_qcubalif(op: QCubaLIF, args: list[Array], sat: Counter) -> tuple[Array,
         r = (mem > op.threshold).astype(np.int64)
         acc_i = ((op.alpha * syn) << (big_i - fs - op.alpha_frac)) + (x[t] << (big_i - op.in_frac))
         if op.recurrence is not None:
-            acc_i = acc_i + (recurrent_int(op.recurrence, spk * op.graded) << (big_i - op.rec_frac))
+            acc_i = acc_i + (recur(op.recurrence, spk * op.graded) << (big_i - op.rec_frac))
         acc = ((op.beta * mem) << (big - f - op.decay_frac)) + (acc_i << (big - big_i))
         if op.reset == "subtract":
             acc = acc - ((r * op.threshold) << (big - f))
@@ -254,19 +262,30 @@ EVAL: dict[type[Op], Rule] = {
 """The integer rule of every fixed-point op except Input."""
 
 
-def input_codes(graph: Graph, x: Any) -> Array:
-    """``x[T, B, ...]`` as integer codes on the input grid; refuses values that are not on it."""
+def input_codes(graph: Graph, x: Any, dtype: type[np.signedinteger[Any]] | None = np.int64) -> Array:
+    """``x[T, B, ...]`` as integer codes on the input grid (``dtype``, int64 by default, or the smallest
+    of int8/int16/int32/int64 that holds them when ``dtype`` is None); refuses values off the grid."""
     op = graph.op(graph.input_name)
     assert isinstance(op, Input) and op.frac is not None
-    xf = as_input(x, op.shape).astype(np.float64) * 2.0**op.frac
-    codes = np.round(xf)
+    xf = as_input(x, op.shape)
+    if dtype is None and not op.frac:  # the common case, spikes: one multithreaded pass through torch
+        t = torch.from_numpy(xf)
+        small = t.to(torch.int8)
+        if torch.equal(small.to(t.dtype), t):
+            return small.numpy()
+    if op.frac:
+        xf = xf * np.float32(2.0**op.frac)  # exact: a power-of-two scale of float32 values
+    codes = np.rint(xf)
     if not np.array_equal(codes, xf):
         raise InputError(
             f"input values are not on the program's input grid 2^-{op.frac} "
             f"({'spikes: integers' if op.frac == 0 else 'fixed-point currents'}); quantize them first "
             "(Program.quantize_input) or compile with calibration data that holds such currents"
         )
-    return codes.astype(np.int64)
+    if dtype is None:
+        peak = float(np.abs(codes).max(initial=0))
+        dtype = next(d for d in (np.int8, np.int16, np.int32, np.int64) if peak <= np.iinfo(d).max)
+    return codes.astype(dtype)
 
 
 def run_integer(graph: Graph, x: Any) -> Run:

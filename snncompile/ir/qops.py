@@ -40,28 +40,63 @@ from snncompile.ir.ops import (
 )
 
 
+def _check_shift(op: QLinear | QConv2d) -> None:
+    if op.channel_shift is None:
+        return
+    shift = op.channel_shift
+    if shift.shape != (op.weight.shape[0],) or np.any(shift < 0) or np.any(shift > 30):
+        raise GraphError(f"channel_shift must hold one shift in 0..30 per output channel, got {shift.shape}")
+    rows = op.weight.reshape(op.weight.shape[0], -1)
+    if np.any(rows & ((np.int64(1) << shift[:, None]) - 1)):
+        raise GraphError("weights are not multiples of their channel's 2**channel_shift")
+
+
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class QLinear(Linear):
-    """``y = W x + b`` on integers: W on ``2**-weight_frac``, y and b on ``2**-(in_frac + weight_frac)``."""
+    """``y = W x + b`` on integers: W on ``2**-weight_frac``, y and b on ``2**-(in_frac + weight_frac)``.
+
+    ``channel_shift`` (per-channel weight scales): output channel ``o`` stores codes ``W[o] >> shift[o]``
+    (its own coarser grid) that the core shifts back; ``W`` always holds the weights on the shared grid.
+    """
 
     kind: ClassVar[str] = "qlinear"
     array_dtype: ClassVar[type[np.generic]] = np.int64
     weight_frac: int
+    channel_shift: np.ndarray | None = None
+
+    def out_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        _check_shift(self)
+        return super().out_shape(in_shapes)
 
     def attrs(self) -> list[str]:
-        return [*super().attrs(), f"w/2^{self.weight_frac}"]
+        per_channel = [] if self.channel_shift is None else ["per-channel"]
+        return [*super().attrs(), f"w/2^{self.weight_frac}", *per_channel]
 
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
 class QConv2d(Conv2d):
-    """``y = conv2d(x, W) + b`` on integers, grids as :class:`QLinear`."""
+    """``y = conv2d(x, W) + b`` on integers, grids and ``channel_shift`` as :class:`QLinear`."""
 
     kind: ClassVar[str] = "qconv2d"
     array_dtype: ClassVar[type[np.generic]] = np.int64
     weight_frac: int
+    channel_shift: np.ndarray | None = None
+
+    def out_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        _check_shift(self)
+        return super().out_shape(in_shapes)
 
     def attrs(self) -> list[str]:
-        return [*super().attrs(), f"w/2^{self.weight_frac}"]
+        per_channel = [] if self.channel_shift is None else ["per-channel"]
+        return [*super().attrs(), f"w/2^{self.weight_frac}", *per_channel]
+
+
+def stored_codes(op: QLinear | QConv2d) -> np.ndarray:
+    """The weight codes as the synapse memory stores them (per-channel shifts taken out)."""
+    if op.channel_shift is None:
+        return op.weight
+    shape = (-1,) + (1,) * (op.weight.ndim - 1)
+    return op.weight >> op.channel_shift.reshape(shape)
 
 
 def _q_attrs(op: QLIF | QCubaLIF, decays: list[str]) -> list[str]:

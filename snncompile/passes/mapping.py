@@ -23,6 +23,7 @@ import numpy as np
 from snncompile.errors import SnnCompileError
 from snncompile.ir import QLIF, AvgPool2d, Flatten, Graph, MaxPool2d, QConv2d, QCubaLIF, QLinear, SumPool2d
 from snncompile.ir.ops import ConvRecurrence, DenseRecurrence, OneToOneRecurrence, Op
+from snncompile.ir.qops import stored_codes
 from snncompile.targets import Target
 
 KINDS: dict[type[Op], str] = {
@@ -101,7 +102,7 @@ def map_graph(graph: Graph, target: Target, memory_bits: dict[str, int]) -> Mapp
             )
         if isinstance(op, QLinear | QConv2d):
             limit = (1 << (target.weight_bits - 1)) - 1
-            peak = int(np.abs(op.weight).max(initial=0))
+            peak = int(np.abs(stored_codes(op)).max(initial=0))
             if peak > limit:
                 raise MappingError(
                     f"weight format: node {n!r} has weight codes up to {peak}; {name} stores "

@@ -194,12 +194,29 @@ def _graded(st: _State, node: str, graded: np.ndarray) -> tuple[np.ndarray, int]
     return to_fixed(graded, f), f
 
 
+def _per_channel_codes(st: _State, node: str, weight: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+    """Per-output-channel grids: each row quantized alone, then put on the finest row grid with a shift."""
+    rows = [
+        _codes(st, f"{node}[{o}]", "weight", weight[o], st.target.weight_bits) for o in range(weight.shape[0])
+    ]
+    frac = max(f for _, f in rows)
+    shift = np.array([frac - f for _, f in rows], np.int64)
+    codes = np.stack([c << (frac - f) for c, f in rows])
+    return codes, frac, shift
+
+
 def _q_linear(st: _State, node: str, op: Linear, in_frac: int) -> Op:
-    w, wf = _codes(st, node, "weight", op.weight, st.target.weight_bits)
+    shift = None
+    if st.target.per_channel:
+        w, wf, shift = _per_channel_codes(st, node, op.weight)
+    else:
+        w, wf = _codes(st, node, "weight", op.weight, st.target.weight_bits)
     bias = None if op.bias is None else _bias(st, node, op.bias, in_frac + wf)
     if isinstance(op, Conv2d):
-        return QConv2d(w, bias, op.stride, op.padding, op.dilation, op.groups, weight_frac=wf)
-    return QLinear(w, bias, weight_frac=wf)
+        return QConv2d(
+            w, bias, op.stride, op.padding, op.dilation, op.groups, weight_frac=wf, channel_shift=shift
+        )
+    return QLinear(w, bias, weight_frac=wf, channel_shift=shift)
 
 
 def _bias(st: _State, node: str, bias: np.ndarray, frac: int) -> np.ndarray:

@@ -1,0 +1,234 @@
+"""The fast engine of the integer simulator, bit-identical to the reference interpreter.
+
+Evaluation is layer by layer over the whole run (a feed-forward layer's input does not depend on its
+own state), so every synapse op is one big matrix product over all ``T*B`` samples. Its path comes from
+the static range analysis of the graph for the actual input bound:
+
+* ``int8-mm``: weights and inputs fit int8 and every sum fits int32: ``torch._int_mm`` on the CPU's
+  int8 units (a dense layer with input and output sizes that are multiples of 8);
+* ``blas-f32``: the largest partial sum stays below 2**24, so float32 BLAS is exact;
+* ``blas-f64``: below 2**53, float64 BLAS is exact;
+* ``int64``: otherwise the reference's plain integer product.
+
+Pools run through torch on the same exact floats. Neurons run the reference rules (int64 numpy,
+vectorised over batch and neurons), with their recurrent products on the same BLAS paths. Results are
+the reference interpreter's, bit for bit: the property tests check it on random graphs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snncompile.errors import GraphError
+from snncompile.interpreters.common import Run
+from snncompile.interpreters.integer import (
+    EVAL as REFERENCE,
+)
+from snncompile.interpreters.integer import (
+    Counter,
+    eval_qcubalif,
+    eval_qlif,
+    input_codes,
+    recurrent_int,
+)
+from snncompile.ir import QLIF, AvgPool2d, Graph, MaxPool2d, Op, QConv2d, QCubaLIF, QLinear, SumPool2d
+from snncompile.ir.ops import ConvRecurrence, DenseRecurrence, Recurrence
+from snncompile.passes.ranges import RangeReport, analyze_ranges
+
+Array = np.ndarray
+Path = str  # "int8-mm" | "blas-f32" | "blas-f64" | "int64"
+
+
+def choose_path(bits: int) -> Path:
+    return "blas-f32" if bits <= 24 else "blas-f64" if bits <= 53 else "int64"
+
+
+def _int8_ok(op: Op, input_max: int, bits: int) -> bool:
+    """Whether ``torch._int_mm`` (int8 x int8 -> int32) computes ``op`` exactly."""
+    if not isinstance(op, QLinear) or bits > 31 or input_max > 127:
+        return False
+    out_f, in_f = op.weight.shape
+    return in_f % 8 == 0 and out_f % 8 == 0 and int(np.abs(op.weight).max(initial=0)) <= 127
+
+
+def _dtype(path: Path) -> torch.dtype:
+    return torch.float32 if path == "blas-f32" else torch.float64
+
+
+def _as_float(x: Array, path: Path) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).to(_dtype(path))
+
+
+def _to_int(t: torch.Tensor) -> Array:
+    return t.numpy().astype(np.int64)
+
+
+def _rows(x: Array) -> Array:
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def _int8_linear(op: QLinear, x: Array) -> Array:
+    rows = torch.from_numpy(np.ascontiguousarray(_rows(x)).astype(np.int8, copy=False))
+    if rows.shape[0] <= 16:  # _int_mm needs more than 16 rows
+        rows = torch.cat([rows, rows.new_zeros(17 - rows.shape[0], rows.shape[1])])
+    y = torch._int_mm(rows, torch.from_numpy(op.weight.T.astype(np.int8)))[: x.shape[0] * x.shape[1]]
+    out = y.numpy().astype(np.int64)
+    if op.bias is not None:
+        out += op.bias
+    return out.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _fast_linear(op: QLinear, x: Array, path: Path) -> Array:
+    w = _as_float(op.weight, path)
+    b = None if op.bias is None else _as_float(op.bias, path)
+    y = F.linear(_as_float(_rows(x), path), w, b)
+    return _to_int(y).reshape(x.shape[0], x.shape[1], -1)
+
+
+def _fast_conv(op: QConv2d, x: Array, path: Path) -> Array:
+    w = _as_float(op.weight, path)
+    b = None if op.bias is None else _as_float(op.bias, path)
+    y = F.conv2d(_as_float(_rows(x), path), w, b, op.stride, op.padding, op.dilation, op.groups)
+    return _to_int(y).reshape(x.shape[0], x.shape[1], *y.shape[1:])
+
+
+def _fast_pool(op: MaxPool2d | SumPool2d | AvgPool2d, x: Array, path: Path) -> Array:
+    v = _as_float(_rows(x), path)
+    if isinstance(op, MaxPool2d):
+        y = F.max_pool2d(v, op.kernel, op.stride, op.padding, op.dilation, op.ceil_mode)
+    else:  # a window sum: AvgPool2d's division is its finer output grid
+        y = F.avg_pool2d(v, op.kernel, op.stride, op.padding, divisor_override=1)
+    return _to_int(y).reshape(x.shape[0], x.shape[1], *y.shape[1:])
+
+
+def _fast_recur(path: Path) -> Callable[[Recurrence, Array], Array]:
+    if path == "int64":
+        return recurrent_int
+
+    def recur(rec: Recurrence, s: Array) -> Array:
+        if isinstance(rec, DenseRecurrence):
+            y = F.linear(
+                _as_float(s, path),
+                _as_float(rec.weight, path),
+                None if rec.bias is None else _as_float(rec.bias, path),
+            )
+            return _to_int(y)
+        if isinstance(rec, ConvRecurrence):
+            b = None if rec.bias is None else _as_float(rec.bias, path)
+            return _to_int(F.conv2d(_as_float(s, path), _as_float(rec.weight, path), b, padding=rec.padding))
+        return s * rec.weight
+
+    return recur
+
+
+def plan(graph: Graph, ranges: RangeReport) -> dict[str, Path]:
+    """The path of every synapse, pool and neuron node (the engine's debug listing)."""
+    out: dict[str, Path] = {}
+    for n in graph.topo_order():
+        op = graph.op(n)
+        if isinstance(op, QLinear | QConv2d | MaxPool2d | SumPool2d | AvgPool2d | QLIF | QCubaLIF):
+            bits = ranges.nodes[n].bits
+            x_max = ranges.nodes[graph.args(n)[0]].out_max
+            out[n] = "int8-mm" if _int8_ok(op, x_max, bits) else choose_path(bits)
+    return out
+
+
+def describe_plan(graph: Graph, paths: dict[str, Path]) -> str:
+    return "\n".join(f"{n:>16}  {graph.op(n).kind:<10} {p}" for n, p in paths.items())
+
+
+def _eval(op: Op, args: list[Array], sat: Counter, path: Path | None) -> tuple[Array, dict[str, Array]]:
+    if path == "int8-mm" and isinstance(op, QLinear):
+        return _int8_linear(op, args[0]), {}
+    if path is not None and path != "int64":
+        if isinstance(op, QLinear):
+            return _fast_linear(op, args[0], path), {}
+        if isinstance(op, QConv2d):
+            return _fast_conv(op, args[0], path), {}
+        if isinstance(op, MaxPool2d | SumPool2d | AvgPool2d):
+            return _fast_pool(op, args[0], path), {}
+    args = [a.astype(np.int64, copy=False) for a in args]  # the reference rules compute in int64
+    if isinstance(op, QLIF):
+        return eval_qlif(op, args, sat, _fast_recur(path or "int64"))
+    if isinstance(op, QCubaLIF):
+        return eval_qcubalif(op, args, sat, _fast_recur(path or "int64"))
+    rule = REFERENCE.get(type(op))
+    if rule is None:
+        raise GraphError(f"the simulator has no rule for {op.kind}")
+    return rule(op, args, sat)
+
+
+def _progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // total
+    sys.stderr.write(f"\rsimulating [{'#' * filled}{'.' * (width - filled)}] {done}/{total} samples")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def simulate(
+    graph: Graph,
+    x: Any,
+    *,
+    record_states: bool = True,
+    chunk: int = 256,
+    progress: bool | None = None,
+    paths: dict[str, Path] | None = None,
+) -> Run:
+    """Runs a fixed-point graph on ``x[T, B, ...]`` (values on its input grid), like
+    :func:`snncompile.run_integer` but fast. Samples run in chunks of ``chunk``; ``progress`` (default:
+    when stderr is a terminal) draws a progress bar. ``paths`` overrides the planned path per node."""
+    graph.verify()
+    codes = input_codes(graph, x, None)  # the smallest integer type: spikes take one byte each
+    input_max = int(np.abs(codes).max(initial=0))
+    chosen = plan(graph, analyze_ranges(graph, max(input_max, 1))) if paths is None else paths
+    show = sys.stderr.isatty() if progress is None else progress
+    batch = codes.shape[1]
+    runs = []
+    for start in range(0, batch, chunk):
+        runs.append(_run_chunk(graph, codes[:, start : start + chunk], chosen, record_states))
+        if show:
+            _progress(min(start + chunk, batch), batch)
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    return Run(
+        graph,
+        np.concatenate([r.output for r in runs], axis=1),
+        {n: np.concatenate([r.spikes[n] for r in runs], axis=1) for n in first.spikes},
+        {
+            n: {v: np.concatenate([r.states[n][v] for r in runs], axis=1) for v in first.states[n]}
+            for n in first.states
+        },
+        {n: sum(r.saturations[n] for r in runs) for n in first.saturations},
+    )
+
+
+def _run_chunk(graph: Graph, codes: Array, paths: dict[str, Path], record_states: bool) -> Run:
+    inp = graph.input_name
+    order = graph.topo_order()
+    last_use = {a: i for i, n in enumerate(order) for a in graph.args(n)}
+    values: dict[str, Array] = {inp: codes}
+    spikes: dict[str, Array] = {}
+    states: dict[str, dict[str, Array]] = {}
+    saturations: dict[str, int] = {}
+    for i, name in enumerate(order):
+        if name == inp:
+            continue
+        sat = {"n": 0}
+        out, st = _eval(graph.op(name), [values[a] for a in graph.args(name)], sat, paths.get(name))
+        values[name] = out
+        for a in graph.args(name):
+            if last_use[a] == i and a != graph.output_name:
+                del values[a]  # free intermediates as soon as their last user has run
+        if st:
+            spikes[name], saturations[name] = out, sat["n"]
+            states[name] = st if record_states else {}
+    return Run(graph, values[graph.output_name], spikes, states, saturations)

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from snncompile.backends.image import MemoryImage, encode
+from snncompile.backends.intsim import CycleModel, CycleReport, simulate
 from snncompile.errors import InputError
 from snncompile.frontend import trace
 from snncompile.interpreters.common import Run, as_input
-from snncompile.interpreters.integer import run_integer
 from snncompile.ir import Graph, Input
 from snncompile.passes import RangeReport, analyze_ranges, quantize
 from snncompile.passes.mapping import Mapping, map_graph
@@ -59,7 +59,7 @@ class Program:
         return (codes * 2.0**-self.input_frac).astype(np.float32)
 
     def simulate(self, x: Any) -> Simulation:
-        """Runs the program on ``x[T, B, *input_shape]``: spikes, or (for a program compiled with
+        """Runs the program (fast engine, bit-identical to the reference interpreter) on ``x[T, B, *input_shape]``: spikes, or (for a program compiled with
         current calibration data) values on its input grid, see :meth:`quantize_input`."""
         op = self.graph.op(self.graph.input_name)
         assert isinstance(op, Input)
@@ -69,19 +69,22 @@ class Program:
                 "this program was compiled for spike inputs (0/1); compile with calibration data holding "
                 "currents to run currents"
             )
-        run = run_integer(self.graph, values)
+        model = CycleModel(self.graph, self.target)
+        run = simulate(self.graph, values, keep=model.event_nodes)
         out = self.graph.output_name
-        return Simulation(run.output, run.states.get(out, {}).get("mem"), run)
+        return Simulation(run.output, run.states.get(out, {}).get("mem"), run, model.count(run, run.values))
 
 
 @dataclasses.dataclass(frozen=True)
 class Simulation:
     """``spikes``: the output node's spike codes (T, B, *output_shape); ``membrane``: its membrane
-    codes (on the grid of its state format); ``run``: every neuron node, with saturation counts."""
+    codes (on the grid of its state format); ``run``: every neuron node, with saturation counts;
+    ``cycles``: the target's cycle model of this run."""
 
     spikes: np.ndarray
     membrane: np.ndarray | None
     run: Run
+    cycles: CycleReport
 
 
 def compile(

@@ -1,6 +1,7 @@
 """The integer simulator backend: a fast engine bit-identical to the reference interpreter, and the
 cycle model of the target's core."""
 
+from snncompile.backends.intsim.cycles import CycleModel, CycleReport
 from snncompile.backends.intsim.engine import choose_path, describe_plan, plan, simulate
 
-__all__ = ["choose_path", "describe_plan", "plan", "simulate"]
+__all__ = ["CycleModel", "CycleReport", "choose_path", "describe_plan", "plan", "simulate"]

@@ -52,6 +52,7 @@ def _connectivity(op: Op | Recurrence, in_shape: tuple[int, ...]) -> np.ndarray:
         return np.ones((op.weight.shape[1], op.weight.shape[0]), np.int64)
     if isinstance(op, OneToOneRecurrence):
         return np.eye(math.prod(in_shape), dtype=np.int64)
+    assert isinstance(op, QConv2d | ConvRecurrence)
     n_in = math.prod(in_shape)
     eye = np.eye(n_in, dtype=np.int64).reshape(n_in, *in_shape)
     ones = np.ones(op.weight.shape, np.int64)
@@ -125,6 +126,11 @@ class CycleModel:
             update = math.ceil(slice_size / ulanes) + depth
             self.layers.append(_Layer(n, sources, rec, update))
         self.lanes = lanes
+
+    @property
+    def event_nodes(self) -> list[str]:
+        """The nodes whose outputs are synapse events (keep them when simulating for :meth:`count`)."""
+        return sorted({src for layer in self.layers for src, _ in layer.sources})
 
     def _downstream_neuron(self, node: str) -> str | None:
         """The neuron layer a synapse op feeds (through pools and flattens)."""

@@ -18,7 +18,7 @@ the reference interpreter's, bit for bit: the property tests check it on random 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -181,10 +181,12 @@ def simulate(
     chunk: int = 256,
     progress: bool | None = None,
     paths: dict[str, Path] | None = None,
+    keep: Collection[str] = (),
 ) -> Run:
     """Runs a fixed-point graph on ``x[T, B, ...]`` (values on its input grid), like
     :func:`snncompile.run_integer` but fast. Samples run in chunks of ``chunk``; ``progress`` (default:
-    when stderr is a terminal) draws a progress bar. ``paths`` overrides the planned path per node."""
+    when stderr is a terminal) draws a progress bar. ``paths`` overrides the planned path per node;
+    ``keep`` names nodes whose outputs are returned in ``Run.values`` (e.g. for the cycle model)."""
     graph.verify()
     codes = input_codes(graph, x, None)  # the smallest integer type: spikes take one byte each
     input_max = int(np.abs(codes).max(initial=0))
@@ -193,7 +195,7 @@ def simulate(
     batch = codes.shape[1]
     runs = []
     for start in range(0, batch, chunk):
-        runs.append(_run_chunk(graph, codes[:, start : start + chunk], chosen, record_states))
+        runs.append(_run_chunk(graph, codes[:, start : start + chunk], chosen, record_states, set(keep)))
         if show:
             _progress(min(start + chunk, batch), batch)
     if len(runs) == 1:
@@ -208,10 +210,13 @@ def simulate(
             for n in first.states
         },
         {n: sum(r.saturations[n] for r in runs) for n in first.saturations},
+        {n: np.concatenate([r.values[n] for r in runs], axis=1) for n in first.values},
     )
 
 
-def _run_chunk(graph: Graph, codes: Array, paths: dict[str, Path], record_states: bool) -> Run:
+def _run_chunk(
+    graph: Graph, codes: Array, paths: dict[str, Path], record_states: bool, keep: set[str]
+) -> Run:
     inp = graph.input_name
     order = graph.topo_order()
     last_use = {a: i for i, n in enumerate(order) for a in graph.args(n)}
@@ -226,9 +231,10 @@ def _run_chunk(graph: Graph, codes: Array, paths: dict[str, Path], record_states
         out, st = _eval(graph.op(name), [values[a] for a in graph.args(name)], sat, paths.get(name))
         values[name] = out
         for a in graph.args(name):
-            if last_use[a] == i and a != graph.output_name:
+            if last_use[a] == i and a != graph.output_name and a not in keep:
                 del values[a]  # free intermediates as soon as their last user has run
         if st:
             spikes[name], saturations[name] = out, sat["n"]
             states[name] = st if record_states else {}
-    return Run(graph, values[graph.output_name], spikes, states, saturations)
+    kept = {n: values[n] for n in keep}
+    return Run(graph, values[graph.output_name], spikes, states, saturations, kept)

@@ -51,6 +51,7 @@ class Run:
     spikes: dict[str, np.ndarray]
     states: dict[str, dict[str, np.ndarray]]
     saturations: dict[str, int] = dataclasses.field(default_factory=dict)
+    values: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def output_name(self) -> str:

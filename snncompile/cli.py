@@ -15,14 +15,16 @@ import torch
 from torch import nn
 
 from snncompile._version import __version__
+from snncompile.backends.intsim import CycleModel
+from snncompile.backends.intsim import simulate as simulate_fast
 from snncompile.build import is_build, program_report, read_build, report_text, write_build
 from snncompile.compiler import compile as compile_program
 from snncompile.errors import GraphError, InputError, SnnCompileError
 from snncompile.frontend import trace
-from snncompile.interpreters import Run, run_float, run_integer
+from snncompile.interpreters import Run, run_float
 from snncompile.ir import LIF, QLIF, Conv2d, CubaLIF, Graph, Input, Linear, QCubaLIF, load_graph
 from snncompile.loading import load_checkpoint, load_factory, load_npz, save_npz
-from snncompile.targets import load_target, target_names
+from snncompile.targets import Target, load_target, target_names
 
 
 class _Group(click.Group):
@@ -152,6 +154,9 @@ def simulate(
     X.npz holds `x` (T, B, *input_shape; uint8 spikes or float32 currents). Y.npz gets `spikes`
     (T, B, *output_shape; uint8, or float32 for graded spikes) and `membrane` of the output neuron node;
     with --record all also `spikes/NODE`, `membrane/NODE` (and `syn/NODE`) for every neuron node.
+    A BUILD runs the fast integer engine on its decoded image (states also as `*_codes`) and adds
+    `cycles` (T,: all samples, one after the other), `cycles_per_sample` (T, B), `cycles/LAYER`,
+    `synaptic_ops`, `saturations/NODE` and `spike_counts/NODE`.
 
     Example: snncompile simulate net.py:build --checkpoint net.pt --input x.npz -o y.npz
     """
@@ -170,7 +175,15 @@ def simulate(
         raise InputError(
             f"{input_path!r}: x has per-sample shape {x.shape[2:]}; the model expects {expected.shape}"
         )
-    run = run_integer(graph, x) if graph.is_fixed else run_float(graph, x)
+    cycles = None
+    if graph.is_fixed:
+        target = _build_target(model) if is_build(model) else None
+        model_cycles = CycleModel(graph, target) if target is not None else None
+        keep = model_cycles.event_nodes if model_cycles is not None else ()
+        run = simulate_fast(graph, x, keep=keep, progress=None if not ctx.obj["quiet"] else False)
+        cycles = model_cycles.count(run, run.values) if model_cycles is not None else None
+    else:
+        run = run_float(graph, x)
     out = graph.output_name
     arrays: dict[str, np.ndarray] = {}
     if out in run.states:
@@ -181,6 +194,13 @@ def simulate(
         for n in graph.neurons():
             arrays.update({f"{k}/{n}": v for k, v in _node_arrays(graph, run, n).items()})
     arrays.update({f"saturations/{n}": np.array(c) for n, c in run.saturations.items()})
+    for n, spikes in run.spikes.items():
+        arrays[f"spike_counts/{n}"] = np.count_nonzero(spikes.reshape(*spikes.shape[:2], -1), axis=2)
+    if cycles is not None:
+        arrays["cycles"] = cycles.cycles.sum(axis=1)
+        arrays["cycles_per_sample"] = cycles.cycles
+        arrays["synaptic_ops"] = cycles.synaptic_ops
+        arrays.update({f"cycles/{n}": c for n, c in cycles.layer_cycles.items()})
     save_npz(output_path, arrays)
     if not ctx.obj["quiet"]:
         t, b = x.shape[:2]
@@ -188,6 +208,21 @@ def simulate(
             f"simulated {t} steps x {b} samples: {int(np.count_nonzero(run.output))} output spikes "
             f"-> {output_path}"
         )
+        if cycles is not None:
+            summary = cycles.summary()
+            click.echo(
+                f"cycles: {summary['cycles_per_sample']:,.0f} per sample (max {summary['cycles_per_step_max']:,.0f} "
+                f"per step), latency {summary['latency_per_sample_s'] * 1e6:,.1f} us, "
+                f"energy {summary['energy_per_sample_j'] * 1e9:,.2f} nJ per sample"
+            )
+
+
+def _build_target(build: str) -> Target | None:
+    """The target a build was compiled for (None when its name is not a shipped target)."""
+    try:
+        return load_target(read_build(build)[1]["target"])
+    except (InputError, KeyError):
+        return None
 
 
 def _node_arrays(graph: Graph, run: Run, node: str) -> dict[str, np.ndarray]:

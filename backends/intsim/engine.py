@@ -62,7 +62,10 @@ def _dtype(path: Path) -> torch.dtype:
 
 
 def _as_float(x: Array, path: Path) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x)).to(_dtype(path))
+    x = np.ascontiguousarray(x)
+    if not x.flags.writeable:  # IR arrays are read-only; torch wants a writable buffer
+        x = x.copy()
+    return torch.from_numpy(x).to(_dtype(path))
 
 
 def _to_int(t: torch.Tensor) -> Array:
@@ -77,7 +80,7 @@ def _int8_linear(op: QLinear, x: Array) -> Array:
     rows = torch.from_numpy(np.ascontiguousarray(_rows(x)).astype(np.int8, copy=False))
     if rows.shape[0] <= 16:  # _int_mm needs more than 16 rows
         rows = torch.cat([rows, rows.new_zeros(17 - rows.shape[0], rows.shape[1])])
-    y = torch._int_mm(rows, torch.from_numpy(op.weight.T.astype(np.int8)))[: x.shape[0] * x.shape[1]]
+    y = torch._int_mm(rows, torch.from_numpy(np.ascontiguousarray(op.weight.T, dtype=np.int8)))[: x.shape[0] * x.shape[1]]
     out = y.numpy().astype(np.int64)
     if op.bias is not None:
         out += op.bias

@@ -1,0 +1,136 @@
+"""snnTorch float32 against the snncompile integer engine on the same workloads, in one process.
+
+W1: Linear(784,128)->Leaky->Linear(128,10)->Leaky, beta 0.9, thr 1, subtract, T=100, batch 128.
+W2: Linear(784,256)->RSynaptic(dense recurrence, alpha 0.8, beta 0.9)->Linear(256,10)->Leaky, T=100, B=64.
+W3: Conv2d(1,12,5)->MaxPool2d(2)->Leaky->Conv2d(12,32,5)->MaxPool2d(2)->Leaky->Flatten->Linear(512,10)
+    ->Leaky on 1x28x28, T=25, batch 32.
+Inputs are Bernoulli(0.1) spikes; weights are scaled until the hidden layers fire at a few percent.
+snnTorch runs its usual time loop under torch.no_grad with 2 threads; the float model is compiled
+post-training for the default target. For each workload the script prints both times (best of
+``--repeat``), the ratio, the peak memory each run adds, the hidden firing rates, and whether the
+engine's spikes equal the integer reference interpreter's.
+
+Usage: python benchmarks/simulate_speed.py [--repeat 3] [--workloads W1,W2,W3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import snntorch as snn
+import torch
+from snntorch import utils
+from torch import nn
+
+import snncompile
+from snncompile.backends.intsim import describe_plan, plan, simulate
+from snncompile.passes import analyze_ranges
+
+
+def _rss() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS"))
+
+
+def peak_rss(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """Runs ``fn`` and returns its result and the peak resident memory it added (sampled every 1 ms)."""
+    base = _rss()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        thread.join()
+    return result, max(peak[0], _rss()) - base
+
+
+def best_time(fn: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def snntorch_run(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    utils.reset(net)
+    with torch.no_grad():
+        return torch.stack([net(x[t]) for t in range(x.shape[0])])
+
+
+def workloads() -> dict[str, tuple[nn.Module, tuple[int, ...], int, int, list[float]]]:
+    """name -> (float model, input shape, T, batch, weight gains per synapse layer)."""
+    return {
+        "W1": (
+            nn.Sequential(nn.Linear(784, 128), snn.Leaky(beta=0.9, init_hidden=True),
+                          nn.Linear(128, 10), snn.Leaky(beta=0.9, init_hidden=True)),
+            (784,), 100, 128, [6.0, 4.0],
+        ),
+        "W2": (
+            nn.Sequential(nn.Linear(784, 256),
+                          snn.RSynaptic(alpha=0.8, beta=0.9, linear_features=256, init_hidden=True),
+                          nn.Linear(256, 10), snn.Leaky(beta=0.9, init_hidden=True)),
+            (784,), 100, 64, [1.5, 4.0],
+        ),
+        "W3": (
+            nn.Sequential(nn.Conv2d(1, 12, 5), nn.MaxPool2d(2), snn.Leaky(beta=0.9, init_hidden=True),
+                          nn.Conv2d(12, 32, 5), nn.MaxPool2d(2), snn.Leaky(beta=0.9, init_hidden=True),
+                          nn.Flatten(), nn.Linear(512, 10), snn.Leaky(beta=0.9, init_hidden=True)),
+            (1, 28, 28), 25, 32, [4.0, 3.0, 3.0],
+        ),
+    }  # fmt: skip
+
+
+def bench(name: str, repeat: int) -> None:
+    torch.manual_seed(0)
+    net, shape, steps, batch, gains = workloads()[name]
+    synapses = [m for m in net if isinstance(m, nn.Linear | nn.Conv2d)]  # not the recurrent layer
+    with torch.no_grad():
+        for layer, gain in zip(synapses, gains, strict=True):
+            layer.weight.mul_(gain)
+    x = (torch.rand((steps, batch, *shape)) < 0.1).float()
+    program = snncompile.compile(net, "default", calibration=x[:, :8].numpy())
+    xn = x.numpy()
+    t_snn = best_time(lambda: snntorch_run(net, x), repeat)
+    t_eng = best_time(lambda: simulate(program.graph, xn, progress=False), repeat)
+    _, mem_snn = peak_rss(lambda: snntorch_run(net, x))
+    run, mem_eng = peak_rss(lambda: simulate(program.graph, xn, progress=False))
+    reference = snncompile.run_integer(program.graph, xn)
+    exact = all(np.array_equal(reference.spikes[n], run.spikes[n]) for n in reference.spikes) and all(
+        np.array_equal(reference.states[n][v], run.states[n][v]) for n in reference.states for v in reference.states[n]
+    )
+    rates = ", ".join(f"{n} {100 * np.count_nonzero(s) / s.size:.1f}%" for n, s in run.spikes.items())
+    print(f"{name}: snnTorch float32 {t_snn * 1e3:8.1f} ms | snncompile engine {t_eng * 1e3:7.1f} ms | "
+          f"speed-up {t_snn / t_eng:5.1f}x | peak memory {mem_snn / 2**20:6.1f} MiB vs {mem_eng / 2**20:6.1f} MiB "
+          f"({mem_eng / max(mem_snn, 1):.2f}x) | bit-exact with the reference: {exact}")  # fmt: skip
+    print(f"    firing: {rates}")
+    print("    paths:\n" + describe_plan(program.graph, plan(program.graph, analyze_ranges(program.graph, 1))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workloads", default="W1,W2,W3")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    for name in args.workloads.split(","):
+        bench(name.strip(), args.repeat)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""The fast engine against the integer reference interpreter, and hand-checked cycle counts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from snncompile.backends.intsim import CycleModel, plan, simulate
+from snncompile.quant.fixed import ROUNDINGS
+
+from snncompile import run_integer
+from snncompile.ir import (
+    QLIF,
+    AvgPool2d,
+    ConvRecurrence,
+    DenseRecurrence,
+    FixedQuant,
+    Flatten,
+    Graph,
+    Input,
+    MaxPool2d,
+    OneToOneRecurrence,
+    Output,
+    QConv2d,
+    QCubaLIF,
+    QLinear,
+    SumPool2d,
+)
+from snncompile.passes import analyze_ranges
+from snncompile.targets import Cores, Microarchitecture, Target
+
+
+@st.composite
+def neuron(draw: st.DrawFn, shape: tuple[int, ...], in_frac: int, conv: bool) -> QLIF | QCubaLIF:
+    """A random neuron op: formats narrow enough to saturate, every reset, timing and recurrence."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    width = draw(st.integers(4, 16))
+    frac = draw(st.integers(0, 6))
+    mem = FixedQuant(frac, -(1 << (width - 1)), (1 << (width - 1)) - 1, draw(st.sampled_from(ROUNDINGS)))
+    d = draw(st.integers(1, 8))
+    per_neuron = draw(st.booleans())
+    pshape = shape if per_neuron else ()
+    beta = rng.integers(0, (1 << d) + 1, pshape).astype(np.int64)
+    thr = rng.integers(-2, max(2, mem.hi // 2), pshape).astype(np.int64)
+    graded_frac = draw(st.integers(0, 2))
+    graded = np.array(draw(st.integers(1, 4)), np.int64)
+    kind = draw(st.sampled_from(["none", "one", "conv"] if conv else ["none", "one", "dense"]))
+    n = int(np.prod(shape))
+    rec = None
+    if kind == "one":
+        rec = OneToOneRecurrence(rng.integers(-8, 8, pshape).astype(np.int64))
+    elif kind == "dense":
+        rec = DenseRecurrence(
+            rng.integers(-8, 8, (n, n)).astype(np.int64), rng.integers(-30, 30, n).astype(np.int64)
+        )
+    elif kind == "conv":
+        c = shape[0]
+        rec = ConvRecurrence(rng.integers(-8, 8, (c, c, 3, 3)).astype(np.int64), None, (1, 1))
+    rec_frac = draw(st.integers(graded_frac, graded_frac + 4))
+    common = {
+        "beta": beta,
+        "decay_frac": d,
+        "threshold": thr,
+        "mem": mem,
+        "in_frac": in_frac,
+        "reset": draw(st.sampled_from(["subtract", "zero", "none"])),
+        "reset_delay": draw(st.booleans()),
+        "graded": graded,
+        "graded_frac": graded_frac,
+        "recurrence": rec,
+        "rec_frac": rec_frac,
+    }
+    if draw(st.booleans()):
+        syn_width = draw(st.integers(4, 16))
+        syn = FixedQuant(
+            draw(st.integers(0, 6)), -(1 << (syn_width - 1)), (1 << (syn_width - 1)) - 1, "floor"
+        )
+        return QCubaLIF(
+            alpha=rng.integers(0, (1 << d) + 1, pshape).astype(np.int64), alpha_frac=d, syn=syn, **common
+        )
+    floor = 0 if common["reset"] == "none" and draw(st.booleans()) else None
+    return QLIF(zero_mode=draw(st.sampled_from(["keep_input", "drop_update"])), floor=floor, **common)
+
+
+@st.composite
+def graphs(draw: st.DrawFn) -> tuple[Graph, np.ndarray]:
+    """A random small fixed-point graph (conv or dense front, every pool) and a random input."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    g = Graph()
+    spikes = draw(st.booleans())
+    conv = draw(st.booleans())
+    shape: tuple[int, ...] = (2, 6, 6) if conv else (7,)
+    g.add("x", Input(shape, frac=0 if spikes else draw(st.integers(0, 3))))
+    steps, batch = draw(st.integers(1, 6)), draw(st.integers(1, 3))
+    x = (
+        rng.integers(0, 2, (steps, batch, *shape))
+        if spikes
+        else rng.integers(-20, 20, (steps, batch, *shape))
+    )
+    x = x.astype(np.float32) / 2.0 ** g.op("x").frac  # type: ignore[attr-defined]
+    wf = draw(st.integers(0, 4))
+    wmax = draw(st.sampled_from([3, 127, 2**12]))
+    if conv:
+        w = rng.integers(-wmax, wmax + 1, (4, 2, 3, 3)).astype(np.int64)
+        g.add(
+            "syn",
+            QConv2d(w, rng.integers(-50, 50, 4).astype(np.int64), padding=(1, 1), weight_frac=wf),
+            ["x"],
+        )
+        pool = draw(st.sampled_from(["max", "avg", "sum", "none"]))
+        last = "syn"
+        if pool != "none":
+            op = {
+                "max": MaxPool2d((2, 2), (2, 2)),
+                "avg": AvgPool2d((2, 2), (2, 2)),
+                "sum": SumPool2d((2, 2), (2, 2)),
+            }[pool]
+            g.add("pool", op, [last])
+            last = "pool"
+        fracs = g.fracs()
+        shapes = g.shapes()
+        g.add("n1", draw(neuron(shapes[last], fracs[last], conv=True)), [last])
+        g.add("flat", Flatten(), ["n1"])
+        last = "flat"
+    else:
+        w = rng.integers(-wmax, wmax + 1, (8, 7)).astype(np.int64)
+        g.add("syn", QLinear(w, rng.integers(-50, 50, 8).astype(np.int64), weight_frac=wf), ["x"])
+        g.add("n1", draw(neuron((8,), g.fracs()["syn"], conv=False)), ["syn"])
+        last = "n1"
+    n_in = g.shapes()[last][0]
+    g.add(
+        "fc", QLinear(rng.integers(-wmax, wmax + 1, (8, n_in)).astype(np.int64), None, weight_frac=2), [last]
+    )
+    g.add("n2", draw(neuron((8,), g.fracs()["fc"], conv=False)), ["fc"])
+    g.add("out", Output(), ["n2"])
+    g.verify()
+    return g, x
+
+
+def assert_same(a: object, b: object) -> None:
+    ra, rb = a, b
+    assert isinstance(ra, type(rb))
+    assert np.array_equal(ra.output, rb.output)  # type: ignore[attr-defined]
+    for n in ra.spikes:  # type: ignore[attr-defined]
+        assert np.array_equal(ra.spikes[n], rb.spikes[n]), n  # type: ignore[attr-defined]
+        for v in ra.states[n]:  # type: ignore[attr-defined]
+            assert np.array_equal(ra.states[n][v], rb.states[n][v]), (n, v)  # type: ignore[attr-defined]
+        assert ra.saturations[n] == rb.saturations[n], n  # type: ignore[attr-defined]
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs(), st.sampled_from([None, "int64", "blas-f64"]), st.integers(1, 3))
+def test_fast_engine_equals_reference(case: tuple[Graph, np.ndarray], forced: str | None, chunk: int) -> None:
+    graph, x = case
+    reference = run_integer(graph, x)
+    paths = None if forced is None else dict.fromkeys(plan(graph, analyze_ranges(graph, 1 << 8)), forced)
+    assert_same(simulate(graph, x, paths=paths, chunk=chunk, progress=False), reference)
+
+
+def test_saturation_corner_matches() -> None:
+    """Narrow states that saturate on both sides, every step: counts and values equal the reference."""
+    rng = np.random.default_rng(1)
+    g = Graph()
+    g.add("x", Input((6,), frac=0))
+    g.add("fc", QLinear(rng.integers(-127, 128, (5, 6)).astype(np.int64), None, weight_frac=0), ["x"])
+    mem = FixedQuant(0, -8, 7, "half_even")
+    op = QLIF(beta=np.array(3, np.int64), decay_frac=2, threshold=np.array(5, np.int64), mem=mem, in_frac=0)
+    g.add("n", op, ["fc"])
+    g.add("out", Output(), ["n"])
+    x = rng.integers(0, 2, (10, 4, 6)).astype(np.float32)
+    reference = run_integer(g, x)
+    assert reference.saturations["n"] > 50
+    assert_same(simulate(g, x, progress=False), reference)
+
+
+def test_float32_path_is_refused_when_the_bound_is_not_proven() -> None:
+    """A layer whose partial sums reach 2**27 gets float64; forcing float32 there loses bits."""
+    rng = np.random.default_rng(0)
+    g = Graph()
+    g.add("x", Input((64,), frac=0))
+    w = np.full((8, 64), 2**21 - 1, np.int64)
+    w[:, ::2] = -(2**21) + 1 + rng.integers(0, 1000, (8, 32))
+    g.add("fc", QLinear(w, None, weight_frac=0), ["x"])
+    mem = FixedQuant(0, -(1 << 40), (1 << 40) - 1, "floor")
+    op = QLIF(
+        beta=np.array(0, np.int64), decay_frac=1, threshold=np.array(1 << 35, np.int64), mem=mem, in_frac=0
+    )
+    g.add("n", op, ["fc"])
+    g.add("out", Output(), ["n"])
+    x = np.ones((2, 3, 64), np.float32)
+    x[:, :, ::2] = 1
+    x[:, :, 1::4] = 0
+    paths = plan(g, analyze_ranges(g, 1))
+    assert paths["fc"] == "blas-f64"
+    reference = run_integer(g, x)
+    assert_same(simulate(g, x, progress=False), reference)
+    assert np.abs(reference.states["n"]["mem"]).max() > 2**24  # the case really exceeds float32
+    forced = simulate(g, x, paths={**paths, "fc": "blas-f32"}, progress=False)
+    assert not np.array_equal(forced.states["n"]["mem"], reference.states["n"]["mem"])
+
+
+def tiny_target(schedule: str = "sequential") -> Target:
+    return Target(
+        "tiny",
+        cores=Cores(count=4, neurons_per_core=2),
+        micro=Microarchitecture(lanes=2, update_lanes=1, pipeline_depth=3, schedule=schedule),  # type: ignore[arg-type]
+    )
+
+
+def tiny_graph() -> Graph:
+    """input (4 spikes) -> linear 4->3 -> LIF (3 neurons, dense recurrence) -> output."""
+    g = Graph()
+    g.add("x", Input((4,), frac=0))
+    g.add("fc", QLinear(np.ones((3, 4), np.int64), None, weight_frac=0), ["x"])
+    op = QLIF(
+        beta=np.array(0, np.int64),
+        decay_frac=1,
+        threshold=np.array(0, np.int64),
+        mem=FixedQuant(0, -128, 127),
+        in_frac=0,
+        reset="zero",
+        zero_mode="drop_update",
+        recurrence=DenseRecurrence(np.zeros((3, 3), np.int64)),
+        rec_frac=0,
+    )
+    g.add("n", op, ["fc"])
+    g.add("out", Output(), ["n"])
+    return g
+
+
+@pytest.mark.parametrize("schedule", ["sequential", "pipelined"])
+def test_cycle_counts_by_hand(schedule: str) -> None:
+    g = tiny_graph()
+    model = CycleModel(g, tiny_target(schedule))
+    x = np.array([[[1, 0, 1, 1]], [[0, 0, 0, 0]], [[0, 1, 0, 0]]], np.float32)
+    run = simulate(g, x, keep=model.event_nodes, progress=False)
+    # 3 neurons on cores of 2: 2 cores, slices of 2 and 1 neurons. Update: ceil(2/1) + 3 = 5 cycles.
+    # A row of 3 synapses splits 2 + 1 over the cores: ceil(2/2) = 1 cycle on the slower core.
+    # t0: 3 input events -> 3 cycles; no recurrent events (no spikes before t0). 3 + 5 = 8.
+    # t1: no input events; recurrent events = the 3 neurons that fired at t0 (mem 2, 2, 2 > 0): 3 + 5 = 8.
+    # t2: 1 input event, recurrent events: t1's spikes (zero reset dropped t1's update: no spikes) -> 1 + 5.
+    assert run.spikes["n"][:, 0].tolist() == [[1, 1, 1], [0, 0, 0], [1, 1, 1]]
+    report = model.count(run, run.values)
+    assert report.cycles[:, 0].tolist() == [8, 8, 6]
+    assert report.layer_cycles["n"][:, 0].tolist() == [8, 8, 6]
+    # synapses read: t0 3 events x 3 + 0; t1 3 recurrent events x 3; t2 1 x 3
+    assert report.synaptic_ops[:, 0].tolist() == [9, 9, 3]
+    summary = report.summary()
+    assert summary["cycles_per_sample"] == 22
+    e = tiny_target().energy
+    # memory accesses: one per integration cycle on each core (2 cores x 1 cycle per event: 3+3+1 events)
+    # plus a state read and write per neuron update (3 neurons x 3 steps)
+    pj = (9 + 9 + 3) * e.synaptic_op + 3 * 3 * e.neuron_update + (2 * (3 + 3 + 1) + 2 * 3 * 3) * e.memory_access
+    assert report.energy_j[0] == pytest.approx(pj * 1e-12)
+
+
+def test_pipelined_schedule_takes_the_slowest_layer() -> None:
+    g = tiny_graph()
+    g2 = Graph()
+    for n in g.topo_order():
+        if n == "out":
+            continue
+        g2.add(n, g.op(n), g.args(n))
+    g2.add("fc2", QLinear(np.ones((2, 3), np.int64), None, weight_frac=0), ["n"])
+    second = dataclasses.replace(g.op("n"), recurrence=None)  # type: ignore[type-var]
+    g2.add("n2", second, ["fc2"])
+    g2.add("out", Output(), ["n2"])
+    x = np.array([[[1, 1, 1, 1]]], np.float32)
+    seq = CycleModel(g2, tiny_target("sequential"))
+    pipe = CycleModel(g2, tiny_target("pipelined"))
+    run = simulate(g2, x, keep=seq.event_nodes, progress=False)
+    a, b = seq.count(run, run.values), pipe.count(run, run.values)
+    # layer n: 4 events + 5 update = 9; layer n2: 3 events (1 core, 2 neurons: ceil(2/2)=1 each) + (2 + 3) = 8
+    assert a.layer_cycles["n"][0, 0] == 9 and a.layer_cycles["n2"][0, 0] == 8
+    assert a.cycles[0, 0] == 17 and b.cycles[0, 0] == 9

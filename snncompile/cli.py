@@ -19,12 +19,15 @@ from snncompile.backends.intsim import CycleModel
 from snncompile.backends.intsim import simulate as simulate_fast
 from snncompile.build import is_build, program_report, read_build, report_text, write_build
 from snncompile.compiler import compile as compile_program
-from snncompile.errors import GraphError, InputError, SnnCompileError
+from snncompile.compiler import quantize_input
+from snncompile.errors import GraphError, InputError, QuantizationError, SnnCompileError
 from snncompile.frontend import trace
 from snncompile.interpreters import Run, run_float
 from snncompile.ir import LIF, QLIF, Conv2d, CubaLIF, Graph, Input, Linear, QCubaLIF, load_graph
 from snncompile.loading import load_checkpoint, load_factory, load_npz, save_npz
 from snncompile.targets import Target, load_target, target_names
+from snncompile.verify import plot
+from snncompile.verify import verify as run_verify
 
 
 class _Group(click.Group):
@@ -309,3 +312,97 @@ def targets(name: str | None) -> None:
         return
     for n in target_names():
         click.echo(f"{n.ljust(14)}  {load_target(n).description}")
+
+
+@main.command("verify")
+@_MODEL
+@_CHECKPOINT
+@click.option(
+    "--target", default="default", show_default=True, help="Target to compile for (ignored with --build)."
+)
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="X.npz with x (and labels y).",
+)
+@click.option(
+    "--build", type=click.Path(file_okay=False), help="Verify this build's image instead of compiling."
+)
+@click.option(
+    "--calibration",
+    type=click.Path(dir_okay=False),
+    help="X.npz for post-training quantization (default: the input).",
+)
+@click.option(
+    "--tolerance",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Float models: allowed output spike disagreement.",
+)
+@click.option(
+    "--plot",
+    "plot_dir",
+    type=click.Path(file_okay=False),
+    help="Write raster, membrane and agreement PNGs here.",
+)
+@click.pass_context
+def verify_cmd(
+    ctx: click.Context,
+    model: str,
+    checkpoint: str | None,
+    target: str,
+    input_path: str,
+    build: str | None,
+    calibration: str | None,
+    tolerance: float,
+    plot_dir: str | None,
+) -> None:
+    """Run the torch model and the integer simulator on the same inputs and compare them.
+
+    A QAT model must agree bit for bit; otherwise the first divergence is printed (time step, node,
+    neuron, variable, both values and the values one step before). A float model is judged by spike
+    agreement (and accuracy when X.npz holds labels y). Exit code 0 only when the criterion holds.
+
+    Example: snncompile verify net.py:build_qat --checkpoint net.pt --input x.npz --target default
+    """
+    module = _load_module(model, checkpoint)
+    x = load_npz(input_path, "x")
+    labels = _optional_labels(input_path)
+    if x.ndim < 3:
+        raise InputError(f"{input_path!r}: x has shape {x.shape}; expected (T, B, *input_shape)")
+    example = torch.zeros((1, *x.shape[2:]))
+    if build:
+        graph, build_report = read_build(build)
+        tgt = load_target(build_report["target"])
+        exact = bool(build_report["exact"])
+        float_graph = trace(module, example)
+    else:
+        calib = load_npz(calibration, "x") if calibration else None
+        try:
+            program = compile_program(module, load_target(target), example, calib)
+        except QuantizationError as e:
+            if calib is not None or "calibration" not in str(e):
+                raise
+            if not ctx.obj["quiet"]:
+                click.echo("note: a float model; calibrating post-training quantization on the input itself")
+            program = compile_program(module, load_target(target), example, x)
+        graph, tgt, exact, float_graph = program.graph, program.target, program.exact, program.float_graph
+    hardware_x = x if exact else quantize_input(graph, tgt, x)
+    report = run_verify(
+        module, float_graph, graph, x, hardware_x, exact=exact, labels=labels, tolerance=tolerance
+    )
+    if not ctx.obj["quiet"]:
+        click.echo(report.text())
+    if plot_dir:
+        files = plot(report, plot_dir)
+        if not ctx.obj["quiet"]:
+            click.echo("plots: " + ", ".join(str(f) for f in files))
+    ctx.exit(0 if report.passed else 1)
+
+
+def _optional_labels(path: str) -> np.ndarray | None:
+    with np.load(path, allow_pickle=False) as data:
+        return np.asarray(data["y"]) if "y" in data else None

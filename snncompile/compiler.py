@@ -22,6 +22,16 @@ from snncompile.quant.fixed import to_fixed
 from snncompile.targets import Target, load_target
 
 
+def quantize_input(graph: Graph, target: Target, x: Any) -> np.ndarray:
+    """``x[T, B, ...]`` rounded (half to even) and saturated to ``target.input_bits`` codes on the
+    input grid of the fixed-point ``graph``, returned as float32 values (what the hardware receives)."""
+    op = graph.op(graph.input_name)
+    assert isinstance(op, Input) and op.frac is not None
+    limit = (1 << (target.input_bits - 1)) - 1
+    codes = np.clip(to_fixed(as_input(x, op.shape), op.frac), -limit, limit)
+    return (codes * 2.0**-op.frac).astype(np.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class Program:
     """A compiled network: the fixed-point graph for a target, with what quantization did to it.
@@ -52,11 +62,7 @@ class Program:
 
     def quantize_input(self, x: Any) -> np.ndarray:
         """Float inputs rounded (half to even) and saturated onto the program's input grid, as floats."""
-        op = self.graph.op(self.graph.input_name)
-        assert isinstance(op, Input)
-        limit = (1 << (self.target.input_bits - 1)) - 1
-        codes = np.clip(to_fixed(as_input(x, op.shape), self.input_frac), -limit, limit)
-        return (codes * 2.0**-self.input_frac).astype(np.float32)
+        return quantize_input(self.graph, self.target, x)
 
     def simulate(self, x: Any) -> Simulation:
         """Runs the program (fast engine, bit-identical to the reference interpreter) on ``x[T, B, *input_shape]``: spikes, or (for a program compiled with

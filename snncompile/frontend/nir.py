@@ -126,6 +126,12 @@ VERSION = 1
 
 _NEURONS = (nir.LIF, nir.CubaLIF, nir.IF)
 _REC_WEIGHTS = (nir.Affine, nir.Linear, nir.Scale, nir.Conv2d)
+_ROLES: tuple[tuple[Any, str], ...] = (
+    (nir.Input, "input"),
+    (nir.Output, "output"),
+    (_NEURONS, "neuron"),
+    (_REC_WEIGHTS, "w_rec"),
+)
 _NOT_SPIKING = (
     "it emits no spikes: its output is the membrane potential, while the IR's neurons output spikes "
     "(a leaky-integrator readout cannot be represented; read out the spikes of the layer before it)"
@@ -273,25 +279,24 @@ def _snntorch_decay(where: str, node: Any, field: str, dt: float) -> np.ndarray:
     stored = _np(getattr(node, field))
     ftype = stored.dtype.type if stored.dtype in (np.float32, np.float64) else np.float64
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        nearest = (1.0 - dt / tau).astype(np.float32)
+        nearest = np.asarray(1.0 - dt / tau).astype(np.float32)
 
         def exported(beta: np.ndarray) -> np.ndarray:
-            return ftype(dt) / (ftype(1) - beta.astype(ftype))
+            return ftype(dt) / (ftype(1) - np.asarray(beta).astype(ftype))
 
-        best, found = nearest.copy(), exported(nearest) == stored
+        best, found = nearest, exported(nearest) == stored
         for steps in (1, -1, 2, -2, 3, -3):
             cand = nearest
             for _ in range(abs(steps)):
                 cand = np.nextafter(cand, np.float32(math.copysign(math.inf, steps)))
             hit = ~found & (exported(cand) == stored)
-            best[hit] = cand[hit]
-            found |= hit
+            best, found = np.where(hit, cand, best), found | hit
     return np.clip(best.astype(np.float64), 0.0, 1.0)
 
 
 def _ratio(num: np.ndarray, tau: np.ndarray, dt: float) -> np.ndarray:
     """The Euler input gain ``num*dt/tau``, 1 for snnTorch's ``num = tau = inf`` export of beta = 1."""
-    with np.errstate(invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(np.isinf(num) & np.isinf(tau), 1.0, num * dt / tau)
 
 
@@ -536,7 +541,7 @@ def _fields(node: Any) -> dict[str, Any]:
         return {"shape": node.input_type["input"]}
     if isinstance(node, nir.Output):
         return {"shape": node.output_type["output"]}
-    skip = {"input_type", "output_type", "metadata"}
+    skip = {"input_type", "output_type", "metadata", "input_shape"}  # types, not parameters
     return {f.name: getattr(node, f.name) for f in dataclasses.fields(node) if f.name not in skip}
 
 
@@ -776,7 +781,7 @@ def _conv2d(b: _Builder, name: str, node: Any, x: str) -> str:
     return b.add(name, op, (x,), name)
 
 
-def _pool_args(b: _Builder, name: str, node: Any) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+def _pool_args(name: str, node: Any) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
     where = _where(name, node)
     return (
         _pair(where, "kernel_size", node.kernel_size),
@@ -787,13 +792,13 @@ def _pool_args(b: _Builder, name: str, node: Any) -> tuple[tuple[int, int], tupl
 
 @_handles(nir.SumPool2d)
 def _sumpool(b: _Builder, name: str, node: Any, x: str) -> str:
-    return b.add(name, SumPool2d(*_pool_args(b, name, node)), (x,), name)
+    return b.add(name, SumPool2d(*_pool_args(name, node)), (x,), name)
 
 
 @_handles(nir.AvgPool2d)
 def _avgpool(b: _Builder, name: str, node: Any, x: str) -> str:
     """torch's avg_pool2d defaults: floor mode, padding counted in the divisor."""
-    return b.add(name, AvgPool2d(*_pool_args(b, name, node)), (x,), name)
+    return b.add(name, AvgPool2d(*_pool_args(name, node)), (x,), name)
 
 
 @_handles(nir.Flatten)
@@ -935,23 +940,11 @@ def _cell(b: _Builder, name: str, node: Any, x: str) -> str:
     """A nested recurrent cell ``{input -> neuron -> output, neuron -> w_rec -> neuron}``."""
     by_role: dict[str, list[str]] = {"input": [], "output": [], "neuron": [], "w_rec": [], "other": []}
     for k, v in node.nodes.items():
-        role = (
-            "input"
-            if isinstance(v, nir.Input)
-            else "output"
-            if isinstance(v, nir.Output)
-            else "neuron"
-            if isinstance(v, _NEURONS)
-            else "w_rec"
-            if isinstance(v, _REC_WEIGHTS)
-            else "other"
-        )
-        by_role[role].append(str(k))
+        by_role[next((role for t, role in _ROLES if isinstance(v, t)), "other")].append(str(k))
     if all(len(by_role[r]) == 1 for r in ("input", "output", "neuron", "w_rec")) and not by_role["other"]:
         (i,), (o,), (n,), (w,) = (by_role[r] for r in ("input", "output", "neuron", "w_rec"))
-        if {(str(a), str(c)) for a, c in node.edges} == {(i, n), (n, w), (w, n), (n, o)} and len(
-            node.edges
-        ) == 4:
+        edges = [(str(a), str(c)) for a, c in node.edges]
+        if sorted(edges) == sorted([(i, n), (n, w), (w, n), (n, o)]):
             return _neuron(b, name, node.nodes[n], x, node.nodes[w])
     found = {k: type(v).__name__ for k, v in node.nodes.items()}
     raise UnsupportedModuleError(
@@ -997,7 +990,16 @@ def _input_shapes(name: str, node: Any, meta: _NodeMeta | None) -> list[Shape]:
     return [declared[k:] for k in range(len(declared))]
 
 
-def _build(s: _Structure, input_shape: Shape, opts: _Options, whole_sequence: bool) -> Graph:
+@dataclasses.dataclass(frozen=True)
+class _Attempt:
+    """One try at building the graph for a per-sample input shape: the graph, or how far it got."""
+
+    graph: Graph | None
+    error: GraphError | None = None
+    progress: int = 0
+
+
+def _build(s: _Structure, input_shape: Shape, opts: _Options, whole_sequence: bool) -> _Attempt:
     declared = _declared(s.nodes[s.input].input_type.get("input"))
     lead = 0 if declared is None else len(declared) - len(input_shape)
     b = _Builder(Graph(whole_sequence), {}, opts, s.recurrent, input_shape, lead)
@@ -1006,15 +1008,18 @@ def _build(s: _Structure, input_shape: Shape, opts: _Options, whole_sequence: bo
         node = s.nodes[name]
         x = ir[s.pred[name]] if name in s.pred else ""
         meta = _node_meta(name, node) if opts.use_metadata else None
-        if meta is not None:
-            ir[name] = _from_metadata(b, name, node, x, meta)
-        elif name == s.input:
-            ir[name] = b.add(name, Input(input_shape), (), name)
-        elif type(node) in HANDLERS:
-            ir[name] = HANDLERS[type(node)](b, name, node, x)
-        else:
-            raise _unsupported(name, node)
-    return b.graph
+        try:
+            if meta is not None:
+                ir[name] = _from_metadata(b, name, node, x, meta)
+            elif name == s.input:
+                ir[name] = b.add(name, Input(input_shape), (), name)
+            elif type(node) in HANDLERS:
+                ir[name] = HANDLERS[type(node)](b, name, node, x)
+            else:
+                raise _unsupported(name, node)
+        except GraphError as e:  # a shape that does not fit: the caller may try another input shape
+            return _Attempt(None, e, len(ir))
+    return _Attempt(b.graph)
 
 
 def _from_metadata(b: _Builder, name: str, node: Any, x: str, meta: _NodeMeta) -> str:
@@ -1069,21 +1074,20 @@ def import_nir(
     in_meta = _node_meta(s.input, s.nodes[s.input]) if opts.use_metadata else None
     whole_sequence = bool(gmeta.get("whole_sequence", False)) if gmeta else False
     shapes = _input_shapes(s.input, s.nodes[s.input], in_meta)
-    first: GraphError | None = None
+    attempts = []
     for shape in shapes:
-        try:
-            graph = _build(s, shape, opts, whole_sequence)
-        except GraphError as e:
-            first = first or e
-            continue
-        graph.verify()
-        return graph
-    assert first is not None
+        attempt = _build(s, shape, opts, whole_sequence)
+        if attempt.graph is not None:
+            attempt.graph.verify()
+            return attempt.graph
+        attempts.append(attempt)
+    furthest = max(attempts, key=lambda a: a.progress)  # the first one on ties
+    assert furthest.error is not None
     if len(shapes) == 1:
-        raise first
+        raise furthest.error
     raise GraphError(
         f"no per-sample input shape fits the NIR graph (tried {[list(x) for x in shapes]}, the Input type "
-        f"less its leading batch/time dims): {first}"
+        f"less its leading batch/time dims); the furthest try failed at {furthest.error}"
     )
 
 
@@ -1147,7 +1151,11 @@ def _export_linear(op: Linear, in_shape: Shape, out_shape: Shape, dt: float) -> 
 
 def _export_conv2d(op: Conv2d, in_shape: Shape, out_shape: Shape, dt: float) -> Any:
     bias = np.zeros(op.weight.shape[0], np.float32) if op.bias is None else op.bias
-    return nir.Conv2d(tuple(in_shape[1:]), op.weight, op.stride, op.padding, op.dilation, op.groups, bias)
+    node = nir.Conv2d(tuple(in_shape[1:]), op.weight, op.stride, op.padding, op.dilation, op.groups, bias)
+    # nir 1.0.8 types the input with weight.shape[1] channels, which is wrong for groups > 1 (and makes
+    # nir.read's type check fail on such a file); the graph built here gets the right type
+    node.input_type = {"input": np.array(in_shape)}
+    return node
 
 
 def _export_pool(op: AvgPool2d | SumPool2d, in_shape: Shape, out_shape: Shape, dt: float) -> Any:
@@ -1198,7 +1206,7 @@ def _standard(op: Op, in_shape: Shape, out_shape: Shape, dt: float) -> Any:
     return exporter(op, in_shape, out_shape, dt)
 
 
-def export_nir(graph: Graph, *, dt: float = 1e-4) -> Any:
+def export_nir(graph: Graph, *, dt: float = 1e-4) -> nir.NIRGraph:
     """A ``nir.NIRGraph`` of a float IR graph: standard nodes whose time constants use ``dt`` (seconds)
     and snnTorch's formulas, with every op exactly in metadata (see the module docstring)."""
     dt = _check_dt(dt)

@@ -229,6 +229,11 @@ def prepare_qat(model: nn.Module, target: Any = "default") -> nn.Module:
 
     tgt = load_target(target)
     model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, snn.SpikingNeuron):
+            # snnTorch resets hidden states (utils.reset, reset_hidden) through a class-level list that
+            # a deep copy skips: register the copies, or their states would carry over between batches
+            snn.SpikingNeuron.instances.append(module)
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child) in (nn.Linear, nn.Conv2d):

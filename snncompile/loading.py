@@ -33,10 +33,14 @@ def load_factory(spec: str) -> nn.Module:
         raise InputError(f"cannot import {path_text!r} as a Python module")
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[mod_name] = module
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)  # the model file may import its neighbours, as when run as a script
     try:
         loader_spec.loader.exec_module(module)
     except Exception as e:
         raise InputError(f"importing {path_text!r} failed: {type(e).__name__}: {e}") from None
+    finally:
+        sys.path.remove(folder)
     factory = getattr(module, name, None)
     if not callable(factory):
         raise InputError(f"{path_text!r} has no callable {name!r}")

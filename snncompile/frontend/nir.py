@@ -16,12 +16,16 @@ reset and spike (which follow :class:`~snncompile.ir.LIF` / :class:`~snncompile.
 ``g`` becomes a :class:`~snncompile.ir.Scale` node in front of the neuron (left out where ``g == 1``) and
 also multiplies the recurrent weights, since recurrent spikes enter the same input::
 
-    convention  default dt       beta (alpha alike)     LIF g, bias                 CubaLIF g                  IF g
-    snntorch    1e-4             1 - k, clamped [0,1]   1, thr/(r*k), 0             1, thr/(w_in*k_s*r*k_m)    1, thr/r
-    norse       1e-3             1 - k                  k, k*v_leak   (r = 1)       w_in*k_s * r*k_m           1 (r = 1)
-    euler       (required)       1 - k                  r*k, k*v_leak               w_in*k_s * r*k_m           r*dt
-    sinabs      1.0 (steps)      exp(-k)                1, 0   (r = 1, v_leak = 0)  refused                    1 (r = 1)
-    rockpool    from r (below)   exp(-k)                refused                     alpha (w_in = 1)           refused
+    convention  default dt   beta (alpha alike)    LIF: g; bias               CubaLIF: g          IF: g
+    snntorch    1e-4         1 - k, clamped [0,1]  1 (*); 0                   1 (*)               1 (*)
+    norse       1e-3         1 - k                 k; k*v_leak  (r = 1)       w_in*k_s * r*k_m    1  (r = 1)
+    euler       required     1 - k                 r*k; k*v_leak              w_in*k_s * r*k_m    r*dt
+    sinabs      1.0 (steps)  exp(-k)               1; 0  (r = 1, v_leak = 0)  refused             1  (r = 1)
+    rockpool    from r       exp(-k)               refused                    alpha  (w_in = 1)   refused
+
+    (*) the threshold is divided by the Euler gain (r*k; w_in*k_s*r*k_m; r) instead, where it is not 1
+
+A CubaLIF needs ``v_leak == 0`` under every convention (the IR's CubaLIF has no constant current).
 
 * ``snntorch`` inverts ``snntorch.export_nir`` (``tau = dt/(1-beta)``, ``r = tau/dt``,
   ``w_in = tau_syn/dt``) and mirrors ``snntorch.import_nir``: when the Euler input gain ``r*k``
@@ -35,7 +39,8 @@ also multiplies the recurrent weights, since recurrent spikes enter the same inp
   (so ``r`` must be 1), its CubaLIF feeds ``r * I`` into the membrane and ``w_in * x`` into the current.
 * ``euler`` is plain forward Euler of the NIR ODEs, ``dt`` given by the caller; IF is ``dv/dt = r*I``.
 * ``sinabs`` is sinabs' ``from_nir``: ``exp(-dt/tau)`` with tau counted in time steps (dt = 1), the input
-  added unscaled (``norm_input=False``). sinabs imports no CubaLIF.
+  added unscaled (``norm_input=False``). sinabs imports no CubaLIF. Its IF import also bounds the membrane
+  below at ``-v_threshold`` (``min_v_mem``), which the IR does not: equal while the membrane stays above.
 * ``rockpool`` is Rockpool's ``from_nir`` into ``LIFTorch``: ``I <- exp(-dt/tau_syn)*(I + x)``,
   ``v <- exp(-dt/tau_mem)*v + I``; ``r`` only carries the time step (Rockpool exports
   ``r = tau_mem*exp(-dt/tau_mem)/dt`` and reads ``dt = min(tau_mem/(1 + r))``, which is used when ``dt`` is
@@ -62,7 +67,8 @@ or Linear (dense; a diagonal Linear is one-to-one), a Scale (one-to-one) or a st
 becomes a LIF with ``beta = 0`` and no reset. LI and CubaLI are refused: they output a membrane, not
 spikes. Batch and time dims in the Input type are the leading dims the graph's layers do not accept; a
 Flatten whose input type has such dims counts its ``start_dim``/``end_dim`` over them. Parameters are
-rounded to float32; 0-d (scalar) parameters are kept 0-d.
+rounded to float32; 0-d (scalar) parameters are kept 0-d. Files are read without NIR's type check, which
+fails on real exports (scalar parameters, grouped convolutions).
 
 **Export.** :func:`export_nir` writes standard nodes: Linear/Affine, Conv2d, AvgPool2d, SumPool2d,
 Flatten, Scale, LIF (IF where ``beta == 1``), CubaLIF, and recurrent neurons as nested cells, with
@@ -70,12 +76,14 @@ snnTorch's parameter formulas above (so snnTorch's and our ``snntorch`` import r
 parameters broadcast to the full shape. Each node's ``metadata["snncompile"]`` is a JSON string
 ``{"op": <the op as in graph files>, "source": ..., "dt": ...}`` and the graph's is
 ``{"format": "snncompile.nir", "version": 1, "whole_sequence": ..., "order": [...], "dt": ...}``, so that
-``import_nir(export_nir(g)) == g`` for every float op. What NIR has no field for (subtract reset, reset
-timing, zero mode, graded spikes, bias and floor on an IF, state quantizers, AvgPool2d's ceil_mode,
-count_include_pad and divisor_override) lives in the metadata only; other readers get the nearest
-standard node. NIR has no max pooling, so MaxPool2d is refused. On import, a node's metadata is used only
-if its standard fields are exactly what that op exports; otherwise the file was edited after export and is
-refused (``use_metadata=False`` reads the standard fields instead).
+``import_nir(export_nir(g)) == g`` for every float op (metadata nodes ignore the import options). What
+NIR has no field for (subtract reset, reset timing, zero mode, graded spikes, a relu floor, an IF's bias,
+state quantizers, AvgPool2d's ceil_mode, count_include_pad and divisor_override) lives in the metadata
+only; other readers get the nearest standard node (a LIF's bias as ``v_leak = bias/(1 - beta)``). NIR has
+no max pooling, so MaxPool2d is refused, and so is a node whose output reaches no Output (NIR would make it
+a second graph output). On import, a node's metadata is used only if its standard fields are exactly what
+that op exports; otherwise the file was edited after export and is refused (``use_metadata=False`` reads
+the standard fields instead).
 """
 
 from __future__ import annotations
@@ -195,7 +203,8 @@ def _require(where: str, convention: str, node: Any, field: str, value: float, w
     a = _param(where, node, field)
     if not np.all(a == value):
         raise UnsupportedModuleError(
-            f"{where}: {field} is {_fmt_array(a)}; the {convention} convention needs {field} = {value:g} ({why})"
+            f"{where}: {field} is {_fmt_array(a)}; the {convention} convention needs "
+            f"{field} = {value:g} ({why})"
         )
 
 
@@ -590,7 +599,7 @@ class _Structure:
 
 
 def _flat_cells(nodes: dict[str, Any], edges: list[tuple[str, str]]) -> dict[str, tuple[str, Any]]:
-    """Neuron -> (w_rec name, w_rec node) for each ``neuron <-> w_rec`` cycle whose w_rec has no other edge."""
+    """Neuron -> (w_rec name, w_rec node) of each ``neuron <-> w_rec`` cycle; w_rec has no other edge."""
     cells: dict[str, tuple[str, Any]] = {}
     for a, b in edges:
         if not isinstance(nodes[a], _NEURONS) or not isinstance(nodes[b], _REC_WEIGHTS) or a in cells:
@@ -1217,6 +1226,12 @@ def export_nir(graph: Graph, *, dt: float = 1e-4) -> nir.NIRGraph:
             "quantized from"
         )
     shapes = graph.shapes()
+    dead = [n for n in graph.topo_order() if not graph.users(n) and not isinstance(graph.op(n), Output)]
+    if dead:
+        raise UnsupportedModuleError(
+            f"node(s) {dead} feed no Output; NIR would read each as another graph output, while the IR "
+            "has one"
+        )
     nodes: dict[str, Any] = {}
     edges: list[tuple[str, str]] = []
     for n in graph.topo_order():

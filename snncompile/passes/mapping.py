@@ -2,7 +2,8 @@
 
 Placement rules (what the cycle model and the reference core assume):
 
-* each neuron layer gets its own cores, ``ceil(neurons / neurons_per_core)`` of them, in graph order;
+* neuron layers are placed in graph order: a layer larger than a core gets ``ceil(N / neurons_per_core)``
+  cores of its own; smaller layers share a core while it has room (sequential schedule only);
 * each logical memory of the image (synapse, bias, neuron, state, layers; see ``backends.image``) goes
   to the first physical memory kind that ``holds`` it and takes whole banks:
   ``ceil(bits / bank_bits)``;
@@ -129,21 +130,16 @@ def map_graph(graph: Graph, target: Target, memory_bits: dict[str, int]) -> Mapp
             raise MappingError(
                 f"fan-out: node {n!r} drives {fo:,} synapses per spike; {name} allows {target.limits.fan_out:,}"
             )
-    cores: dict[str, tuple[int, int]] = {}
-    next_core = 0
-    per_core = target.cores.neurons_per_core
-    for n in graph.neurons():
-        count = math.ceil(math.prod(shapes[n]) / per_core)
-        cores[n] = (next_core, count)
-        next_core += count
-    if next_core > target.cores.count:
+    cores = _place(graph, target, shapes)
+    used = max((first + count for first, count in cores.values()), default=0)
+    if used > target.cores.count:
         biggest = max(graph.neurons(), key=lambda n: math.prod(shapes[n]))
         raise MappingError(
-            f"cores: needs {next_core} cores of {per_core:,} neurons (largest layer {biggest!r} has "
-            f"{math.prod(shapes[biggest]):,} neurons), {name} has {target.cores.count}"
+            f"cores: needs {used} cores of {target.cores.neurons_per_core:,} neurons (largest layer "
+            f"{biggest!r} has {math.prod(shapes[biggest]):,} neurons), {name} has {target.cores.count}"
         )
     usage = [
-        Usage("cores", next_core, target.cores.count, "cores"),
+        Usage("cores", used, target.cores.count, "cores"),
         Usage("fan-in", fan_in_max, target.limits.fan_in, "synapses"),
         Usage("fan-out", fan_out_max, target.limits.fan_out, "synapses"),
     ]
@@ -169,6 +165,27 @@ def map_graph(graph: Graph, target: Target, memory_bits: dict[str, int]) -> Mapp
             )
         )
     return Mapping(target, cores, dict(memory_bits), placed, tuple(usage))
+
+
+def _place(graph: Graph, target: Target, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, int]]:
+    """First core and core count of each neuron layer. A layer larger than a core takes
+    ``ceil(N / neurons_per_core)`` cores of its own; smaller layers share a core while it has room,
+    unless the schedule is pipelined (layers then work at the same time, so each needs its own cores)."""
+    per_core = target.cores.neurons_per_core
+    share = target.micro.schedule == "sequential"
+    cores: dict[str, tuple[int, int]] = {}
+    next_core, room = 0, 0
+    for n in graph.neurons():
+        size = math.prod(shapes[n])
+        if share and size <= room:
+            cores[n] = (next_core - 1, 1)
+            room -= size
+            continue
+        count = math.ceil(size / per_core)
+        cores[n] = (next_core, count)
+        next_core += count
+        room = count * per_core - size if count == 1 else 0
+    return cores
 
 
 def _check_shift_decays(node: str, op: QLIF | QCubaLIF, target: str) -> None:

@@ -295,7 +295,8 @@ def test_simulate_matches_snntorch(
     n_spikes = int(reference["spikes"].sum())
     assert result.stdout == f"simulated {T} steps x {B} samples: {n_spikes} output spikes -> {out}\n"
     with np.load(out) as y:
-        assert sorted(y.files) == ["membrane", "spikes"]
+        assert sorted(y.files) == ["membrane", "spike_counts/lif_1", "spike_counts/lif_3", "spikes"]
+        assert np.array_equal(y["spike_counts/lif_3"], y["spikes"].sum(axis=2))
         spikes, membrane = y["spikes"], y["membrane"]
     assert spikes.dtype == np.uint8 and spikes.shape == (T, B, N_OUT)
     assert membrane.dtype == np.float32 and membrane.shape == (T, B, N_OUT)
@@ -325,6 +326,7 @@ def test_simulate_record_all(
         arrays = {k: y[k] for k in y.files}
     assert sorted(arrays) == sorted(
         ["spikes", "membrane", "spikes/lif_1", "membrane/lif_1", "spikes/lif_3", "membrane/lif_3"]
+        + ["spike_counts/lif_1", "spike_counts/lif_3"]
     )
     assert arrays["spikes/lif_1"].dtype == np.uint8 and arrays["spikes/lif_1"].shape == (T, B, N_HID)
     assert arrays["membrane/lif_1"].dtype == np.float32 and arrays["membrane/lif_1"].shape == (T, B, N_HID)

@@ -1,0 +1,112 @@
+"""``snncompile verify``: bit-exactness, the first divergence on a perturbed build, float criteria, plots."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from snncompile.cli import main
+
+MODEL = """
+import torch, snntorch as snn
+from torch import nn
+from snncompile.quant import prepare_qat
+
+def float_net():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 16), snn.Leaky(beta=0.9, init_hidden=True),
+                        nn.Linear(16, 4), snn.Leaky(beta=0.9, init_hidden=True))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(3.0)
+    return net
+
+def qat():
+    return prepare_qat(float_net())
+"""
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "model.py").write_text(MODEL)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", x=(rng.random((20, 3, 20)) < 0.3).astype(np.uint8), y=np.array([0, 1, 2]))
+    return tmp_path
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_qat_model_is_bit_exact(files: Path) -> None:
+    code, out, _ = invoke("verify", f"{files}/model.py:qat", "--input", f"{files}/x.npz")
+    assert code == 0
+    assert out.splitlines()[0] == "bit-exact: every spike, membrane and synaptic current agrees at every step"
+    assert re.search(r"^accuracy: torch \d+\.\d\d%, hardware \d+\.\d\d%$", out, re.M)
+
+
+def _perturb(build: Path, out: Path, word: int) -> None:
+    shutil.copytree(build, out)
+    manifest = json.loads((out / "image" / "manifest.json").read_text())
+    data = bytearray((out / "image" / "synapse.bin").read_bytes())
+    data[word] = (data[word] + 9) % 256
+    (out / "image" / "synapse.bin").write_bytes(bytes(data))
+    for entry in manifest["memories"]:
+        if entry["name"] == "synapse":
+            entry["sha256"]["bin"] = hashlib.sha256(bytes(data)).hexdigest()
+    (out / "image" / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_perturbed_build_reports_the_first_divergence(files: Path) -> None:
+    code, _, err = invoke(
+        "compile", f"{files}/model.py:qat", "--target", "artix7-100t", "-o", f"{files}/build"
+    )
+    assert code == 0, err
+    code, out, _ = invoke(
+        "verify", f"{files}/model.py:qat", "--input", f"{files}/x.npz", "--build", f"{files}/build"
+    )
+    assert code == 0 and out.startswith("bit-exact")
+    # synapse word 5 is W.T[0, 5]: the weight from input 0 to hidden neuron 5 of layer 'linear_0'
+    _perturb(files / "build", files / "bad", 5)
+    code, out, _ = invoke(
+        "verify", f"{files}/model.py:qat", "--input", f"{files}/x.npz", "--build", f"{files}/bad"
+    )
+    assert code == 1
+    first = out.splitlines()[0]
+    assert re.fullmatch(
+        r"first divergence at time step \d+, node 'lif_1' \(module '1'\), sample \d, neuron \[5\], membrane: "
+        r"torch -?[\d.]+, hardware -?[\d.]+ \((no earlier step|one step before: torch -?[\d.e-]+, hardware -?[\d.e-]+)\)",
+        first,
+    ), first
+
+
+def test_float_model_is_judged_by_agreement_and_tolerance(files: Path) -> None:
+    code, out, _ = invoke(
+        "verify", f"{files}/model.py:float_net", "--input", f"{files}/x.npz", "--tolerance", "0.5"
+    )
+    assert code == 0
+    assert "note: a float model; calibrating post-training quantization on the input itself" in out
+    assert re.search(r"^spike agreement per layer: lif_1 \d+\.\d\d%, lif_3 \d+\.\d\d%$", out, re.M)
+    assert re.search(r"criterion: output spike disagreement \d+\.\d\d% <= tolerance 50\.00%: pass", out)
+    code, out, _ = invoke(
+        "verify", f"{files}/model.py:float_net", "--input", f"{files}/x.npz", "--tolerance", "0"
+    )
+    disagreement = float(re.search(r"disagreement (\d+\.\d\d)%", out).group(1))  # type: ignore[union-attr]
+    assert code == (0 if disagreement == 0 else 1)
+
+
+def test_plots_are_written(files: Path) -> None:
+    code, out, _ = invoke(
+        "verify", f"{files}/model.py:qat", "--input", f"{files}/x.npz", "--plot", f"{files}/plots"
+    )
+    assert code == 0
+    for name in ("raster.png", "membrane.png", "agreement.png"):
+        assert (files / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

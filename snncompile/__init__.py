@@ -1,7 +1,7 @@
 """snncompile: compiles trained spiking neural networks to bit-exact neuromorphic hardware programs."""
 
 from snncompile._version import __version__
-from snncompile.compiler import Program, Simulation, compile
+from snncompile.compiler import Program, Simulation, compile, compile_graph
 from snncompile.errors import (
     GraphError,
     InconsistentModelError,
@@ -33,6 +33,7 @@ __all__ = [
     "UnsupportedModuleError",
     "__version__",
     "compile",
+    "compile_graph",
     "load_graph",
     "load_target",
     "run_float",

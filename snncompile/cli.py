@@ -18,10 +18,10 @@ from snncompile._version import __version__
 from snncompile.backends.intsim import CycleModel
 from snncompile.backends.intsim import simulate as simulate_fast
 from snncompile.build import is_build, program_report, read_build, report_text, write_build
-from snncompile.compiler import compile as compile_program
-from snncompile.compiler import quantize_input
+from snncompile.compiler import compile_graph, quantize_input
 from snncompile.errors import GraphError, InputError, QuantizationError, SnnCompileError
 from snncompile.frontend import trace
+from snncompile.frontend.nir import CONVENTIONS, import_nir, write_nir
 from snncompile.interpreters import Run, run_float
 from snncompile.ir import LIF, QLIF, Conv2d, CubaLIF, Graph, Input, Linear, QCubaLIF, load_graph
 from snncompile.loading import load_checkpoint, load_factory, load_npz, save_npz
@@ -88,9 +88,42 @@ def _load_module(model: str, checkpoint: str | None) -> nn.Module:
     return module
 
 
+def _store_nir_option(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    ctx.ensure_object(dict).setdefault("nir", {})[param.name] = value
+
+
+def _nir_options(fn: Any) -> Any:
+    """--convention, --reset and --dt: how a `.nir` MODEL becomes discrete time (see import_nir)."""
+    options = [
+        click.option("--convention", type=click.Choice(sorted(CONVENTIONS)), default="snntorch", show_default=True,
+                     expose_value=False, callback=_store_nir_option, help=".nir models: how time constants become decays."),
+        click.option("--reset", type=click.Choice(["subtract", "zero", "none"]), default="subtract", show_default=True,
+                     expose_value=False, callback=_store_nir_option, help=".nir models: the reset (NIR does not record it)."),
+        click.option("--dt", type=float, expose_value=False, callback=_store_nir_option,
+                     help=".nir models: the time step in seconds (default: the convention's)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _import_nir(model: str) -> Graph:
+    opts = click.get_current_context().find_root().ensure_object(dict).get("nir", {})
+    return import_nir(
+        model,
+        convention=opts.get("convention", "snntorch"),
+        reset=opts.get("reset", "subtract"),
+        dt=opts.get("dt"),
+    )
+
+
 def load_model_graph(model: str, checkpoint: str | None, input_shape: tuple[int, ...] | None) -> Graph:
-    """The graph of MODEL: a build directory (fixed point), a saved graph ``.json``, or a traced
-    ``file.py:factory`` with its checkpoint (float)."""
+    """The graph of MODEL: a build directory (fixed point), a saved graph ``.json``, a ``.nir`` file, or
+    a traced ``file.py:factory`` with its checkpoint (float)."""
+    if model.endswith(".nir"):
+        if checkpoint:
+            raise InputError("--checkpoint applies to file.py:factory models; a .nir file holds its weights")
+        return _import_nir(model)
     if is_build(model) or model.endswith(".json"):
         if checkpoint:
             raise InputError("--checkpoint applies to file.py:factory models, not to a build or saved graph")
@@ -112,6 +145,7 @@ _CHECKPOINT = click.option(
 @_MODEL
 @_CHECKPOINT
 @click.option("--input-shape", help="Per-sample input shape, e.g. 1,28,28 (default: from the first layer).")
+@_nir_options
 def inspect(model: str, checkpoint: str | None, input_shape: str | None) -> None:
     """Print the graph of MODEL, one line per node.
 
@@ -148,6 +182,7 @@ def inspect(model: str, checkpoint: str | None, input_shape: str | None) -> None
     show_default=True,
     help="Save the output neuron node only, or every neuron node.",
 )
+@_nir_options
 @click.pass_context
 def simulate(
     ctx: click.Context, model: str, checkpoint: str | None, input_path: str, output_path: str, record: str
@@ -268,6 +303,7 @@ def _node_arrays(graph: Graph, run: Run, node: str) -> dict[str, np.ndarray]:
     type=click.Path(file_okay=False),
     help="Build directory to write.",
 )
+@_nir_options
 @click.pass_context
 def compile_cmd(
     ctx: click.Context,
@@ -285,15 +321,19 @@ def compile_cmd(
 
     Example: snncompile compile net.py:build --checkpoint net.pt --target default -o build/
     """
-    module = _load_module(model, checkpoint)
     calib = load_npz(calibration, "x") if calibration else None
     if input_shape:
-        shape = _parse_shape(input_shape)
+        shape: tuple[int, ...] | None = _parse_shape(input_shape)
     elif calib is not None and calib.ndim >= 3:
         shape = tuple(calib.shape[2:])
     else:
-        shape = _guess_input_shape(module)
-    program = compile_program(module, load_target(target), torch.zeros((1, *shape)), calib)
+        shape = None
+    graph = load_model_graph(model, checkpoint, shape)
+    if graph.is_fixed:
+        raise InputError(
+            f"{model!r} is already compiled; compile a model, a saved float graph or a .nir file"
+        )
+    program = compile_graph(graph, load_target(target), calib)
     write_build(program, build)
     if not ctx.obj["quiet"]:
         click.echo(report_text(program_report(program)), nl=False)
@@ -348,6 +388,7 @@ def targets(name: str | None) -> None:
     type=click.Path(file_okay=False),
     help="Write raster, membrane and agreement PNGs here.",
 )
+@_nir_options
 @click.pass_context
 def verify_cmd(
     ctx: click.Context,
@@ -368,28 +409,27 @@ def verify_cmd(
 
     Example: snncompile verify net.py:build_qat --checkpoint net.pt --input x.npz --target default
     """
-    module = _load_module(model, checkpoint)
     x = load_npz(input_path, "x")
     labels = _optional_labels(input_path)
     if x.ndim < 3:
         raise InputError(f"{input_path!r}: x has shape {x.shape}; expected (T, B, *input_shape)")
-    example = torch.zeros((1, *x.shape[2:]))
+    module = None if model.endswith(".nir") else _load_module(model, checkpoint)
+    float_graph = _import_nir(model) if module is None else trace(module, torch.zeros((1, *x.shape[2:])))
     if build:
         graph, build_report = read_build(build)
         tgt = load_target(build_report["target"])
         exact = bool(build_report["exact"])
-        float_graph = trace(module, example)
     else:
         calib = load_npz(calibration, "x") if calibration else None
         try:
-            program = compile_program(module, load_target(target), example, calib)
+            program = compile_graph(float_graph, load_target(target), calib)
         except QuantizationError as e:
             if calib is not None or "calibration" not in str(e):
                 raise
             if not ctx.obj["quiet"]:
                 click.echo("note: a float model; calibrating post-training quantization on the input itself")
-            program = compile_program(module, load_target(target), example, x)
-        graph, tgt, exact, float_graph = program.graph, program.target, program.exact, program.float_graph
+            program = compile_graph(float_graph, load_target(target), x)
+        graph, tgt, exact = program.graph, program.target, program.exact
     hardware_x = x if exact else quantize_input(graph, tgt, x)
     report = run_verify(
         module, float_graph, graph, x, hardware_x, exact=exact, labels=labels, tolerance=tolerance
@@ -406,3 +446,37 @@ def verify_cmd(
 def _optional_labels(path: str) -> np.ndarray | None:
     with np.load(path, allow_pickle=False) as data:
         return np.asarray(data["y"]) if "y" in data else None
+
+
+@main.command("export-nir")
+@_MODEL
+@_CHECKPOINT
+@click.option("--input-shape", help="Per-sample input shape, e.g. 1,28,28 (default: from the first layer).")
+@click.option(
+    "--dt",
+    "dt_out",
+    type=float,
+    default=1e-4,
+    show_default=True,
+    help="Time step (s) of the written time constants.",
+)
+@click.option(
+    "-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False), help="FILE.nir to write."
+)
+@click.pass_context
+def export_nir_cmd(
+    ctx: click.Context,
+    model: str,
+    checkpoint: str | None,
+    input_shape: str | None,
+    dt_out: float,
+    output_path: str,
+) -> None:
+    """Write MODEL as a NIR file: standard NIR nodes, with snncompile's exact semantics in metadata.
+
+    Example: snncompile export-nir net.py:build --checkpoint net.pt -o net.nir
+    """
+    graph = load_model_graph(model, checkpoint, _parse_shape(input_shape) if input_shape else None)
+    write_nir(graph, output_path, dt=dt_out)
+    if not ctx.obj["quiet"]:
+        click.echo(f"wrote {output_path} ({len(graph)} nodes)")

@@ -105,7 +105,6 @@ def compile(
     ``calibration`` is ``x[T, B, *input_shape]`` (numpy or torch), needed for float models
     (post-training quantization) and optional for QAT models.
     """
-    tgt = load_target(target)
     calib = None
     if calibration is not None:
         if isinstance(calibration, torch.Tensor):
@@ -117,11 +116,17 @@ def compile(
         if calib is None:
             raise InputError("compile needs example_input (one time step, (B, *input_shape)) or calibration")
         example_input = calib[0]
-    graph = trace(module, example_input)
-    if calib is not None:
+    return compile_graph(trace(module, example_input), target, calib)
+
+
+def compile_graph(graph: Graph, target: str | Target = "default", calibration: Any = None) -> Program:
+    """Quantizes, analyses and maps a float graph (traced, imported from NIR or loaded) for ``target``."""
+    tgt = load_target(target)
+    calib = None
+    if calibration is not None:
         op = graph.op(graph.input_name)
         assert isinstance(op, Input)
-        calib = as_input(calib, op.shape)
+        calib = as_input(calibration, op.shape)
     result = quantize(graph, tgt, calib)
     binary = calib is None or bool(np.all((calib == 0) | (calib == 1)))
     input_max = 1 if binary else 1 << (tgt.input_bits - 1)

@@ -209,7 +209,7 @@ def first_divergence(
 
 
 def verify(
-    module: nn.Module,
+    module: nn.Module | None,
     float_graph: Graph,
     graph: Graph,
     x: np.ndarray,
@@ -221,8 +221,9 @@ def verify(
 ) -> VerifyReport:
     """Runs ``module`` on ``x`` and the fixed-point ``graph`` on ``hardware_x`` and compares them.
 
-    ``float_graph`` is the module's traced graph (node names shared with ``graph``)."""
-    torch_run = run_torch(module, float_graph, x)
+    ``float_graph`` is the module's traced graph (node names shared with ``graph``). Without a module
+    (a NIR model) the float interpreter's run of ``float_graph`` is the reference."""
+    torch_run = run_torch(module, float_graph, x) if module is not None else run_float(float_graph, x)
     hw_run = simulate(graph, hardware_x)
     hardware = hardware_values(graph, hw_run)
     agreement = {

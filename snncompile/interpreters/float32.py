@@ -212,9 +212,7 @@ def eval_sumpool(op: SumPool2d, args: list[Tensor], whole_sequence: bool) -> tup
 
 def eval_flatten(op: Flatten, args: list[Tensor], whole_sequence: bool) -> tuple[Tensor, States]:
     (x,) = args
-    start = op.start_dim + 2 if op.start_dim >= 0 else op.start_dim
-    end = op.end_dim + 2 if op.end_dim >= 0 else op.end_dim
-    return x.flatten(start, end), {}
+    return x.flatten(*op.batched_dims()), {}
 
 
 def eval_scale(op: Scale, args: list[Tensor], whole_sequence: bool) -> tuple[Tensor, States]:

@@ -237,11 +237,8 @@ def eval_sumpool(
 
 def eval_flatten(op: Flatten, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
     (x,) = args
-    start = op.start_dim + 2 if op.start_dim >= 0 else op.start_dim
-    end = op.end_dim + 2 if op.end_dim >= 0 else op.end_dim
-    shape = x.shape
-    end = end % x.ndim
-    return x.reshape(*shape[:start], -1, *shape[end + 1 :]), {}
+    start, end = (d % x.ndim for d in op.batched_dims())
+    return x.reshape(*x.shape[:start], -1, *x.shape[end + 1 :]), {}
 
 
 def eval_output(op: Output, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:

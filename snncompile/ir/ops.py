@@ -368,6 +368,10 @@ class Flatten(Op):
     def attrs(self) -> list[str]:
         return [f"dims={self.start_dim}..{self.end_dim}"]
 
+    def batched_dims(self) -> tuple[int, int]:
+        """``start_dim, end_dim`` for values shaped (T, B, *shape) (negative dims count from the end)."""
+        return tuple(d + 2 if d >= 0 else d for d in (self.start_dim, self.end_dim))  # type: ignore[return-value]
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Scale(Op):

@@ -51,8 +51,24 @@ def _check_shift(op: QLinear | QConv2d) -> None:
         raise GraphError("weights are not multiples of their channel's 2**channel_shift")
 
 
+class _Synapses:
+    """What QLinear and QConv2d add to their float twins: integer weights on ``2**-weight_frac``."""
+
+    weight: np.ndarray
+    weight_frac: int
+    channel_shift: np.ndarray | None
+
+    def out_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        _check_shift(self)  # type: ignore[arg-type]
+        return super().out_shape(in_shapes)  # type: ignore[misc]
+
+    def attrs(self) -> list[str]:
+        per_channel = [] if self.channel_shift is None else ["per-channel"]
+        return [*super().attrs(), f"w/2^{self.weight_frac}", *per_channel]  # type: ignore[misc]
+
+
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
-class QLinear(Linear):
+class QLinear(_Synapses, Linear):
     """``y = W x + b`` on integers: W on ``2**-weight_frac``, y and b on ``2**-(in_frac + weight_frac)``.
 
     ``channel_shift`` (per-channel weight scales): output channel ``o`` stores codes ``W[o] >> shift[o]``
@@ -64,31 +80,15 @@ class QLinear(Linear):
     weight_frac: int
     channel_shift: np.ndarray | None = None
 
-    def out_shape(self, in_shapes: Sequence[Shape]) -> Shape:
-        _check_shift(self)
-        return super().out_shape(in_shapes)
-
-    def attrs(self) -> list[str]:
-        per_channel = [] if self.channel_shift is None else ["per-channel"]
-        return [*super().attrs(), f"w/2^{self.weight_frac}", *per_channel]
-
 
 @dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
-class QConv2d(Conv2d):
+class QConv2d(_Synapses, Conv2d):
     """``y = conv2d(x, W) + b`` on integers, grids and ``channel_shift`` as :class:`QLinear`."""
 
     kind: ClassVar[str] = "qconv2d"
     array_dtype: ClassVar[type[np.generic]] = np.int64
     weight_frac: int
     channel_shift: np.ndarray | None = None
-
-    def out_shape(self, in_shapes: Sequence[Shape]) -> Shape:
-        _check_shift(self)
-        return super().out_shape(in_shapes)
-
-    def attrs(self) -> list[str]:
-        per_channel = [] if self.channel_shift is None else ["per-channel"]
-        return [*super().attrs(), f"w/2^{self.weight_frac}", *per_channel]
 
 
 def stored_codes(op: QLinear | QConv2d) -> np.ndarray:

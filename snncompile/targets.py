@@ -133,6 +133,7 @@ class Target:
             ("cores", self.cores),
             ("microarchitecture", self.micro),
             ("limits", self.limits),
+            ("energy_pj", self.energy),
         ):
             for f in dataclasses.fields(value):
                 v = getattr(value, f.name)
@@ -238,6 +239,9 @@ def parse_target(data: dict[str, Any], source: str) -> Target:
     bad = sorted(set(arith) - set(_ARITHMETIC))
     if bad:
         raise InputError(f"{where}: [arithmetic] unknown key(s) {bad}; valid: {list(_ARITHMETIC)}")
+    absent = [k for k in _ARITHMETIC if k not in arith and k != "per_channel"]
+    if absent:
+        raise InputError(f"{where}: [arithmetic] missing key(s) {absent}")
     hints = get_type_hints(Target)
     fields: dict[str, Any] = {}
     for key, value in arith.items():
@@ -281,6 +285,8 @@ def load_target_file(path: str | Path) -> Target:
         text = Path(path).read_text()
     except OSError as e:
         raise InputError(f"cannot read target file {str(path)!r}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"target file {str(path)!r} is not UTF-8 text") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -325,8 +325,16 @@ def test_simulate_record_all(
     with np.load(out) as y:
         arrays = {k: y[k] for k in y.files}
     assert sorted(arrays) == sorted(
-        ["spikes", "membrane", "spikes/lif_1", "membrane/lif_1", "spikes/lif_3", "membrane/lif_3"]
-        + ["spike_counts/lif_1", "spike_counts/lif_3"]
+        [
+            "spikes",
+            "membrane",
+            "spikes/lif_1",
+            "membrane/lif_1",
+            "spikes/lif_3",
+            "membrane/lif_3",
+            "spike_counts/lif_1",
+            "spike_counts/lif_3",
+        ]
     )
     assert arrays["spikes/lif_1"].dtype == np.uint8 and arrays["spikes/lif_1"].shape == (T, B, N_HID)
     assert arrays["membrane/lif_1"].dtype == np.float32 and arrays["membrane/lif_1"].shape == (T, B, N_HID)

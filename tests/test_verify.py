@@ -104,7 +104,7 @@ def test_float_model_is_judged_by_agreement_and_tolerance(files: Path) -> None:
 
 
 def test_plots_are_written(files: Path) -> None:
-    code, out, _ = invoke(
+    code, _out, _ = invoke(
         "verify", f"{files}/model.py:qat", "--input", f"{files}/x.npz", "--plot", f"{files}/plots"
     )
     assert code == 0

@@ -42,7 +42,7 @@ def _header(memories: dict[str, MemoryImage], target: Target) -> str:
         "#ifndef SNNCOMPILE_IMAGE_H",
         "#define SNNCOMPILE_IMAGE_H",
         "#include <stdint.h>",
-        f'#define SNN_TARGET "{target.name}"',
+        f"#define SNN_TARGET {json.dumps(target.name, ensure_ascii=True)}",
         f"#define SNN_IMAGE_VERSION {VERSION}",
         f"#define SNN_LAYER_RECORD_WORDS {RECORD}",
     ]
@@ -137,7 +137,7 @@ def _memory(directory: Path, entry: Any) -> MemoryImage:
         fields = tuple(
             Field(f["name"], int(f["lsb"]), int(f["width"]), bool(f["signed"])) for f in entry["fields"]
         )
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise ImageError(f"manifest: memory {name!r} has malformed fields") from None
     expected = _EXPECTED_FIELDS.get(name)
     if expected is not None:
@@ -155,8 +155,11 @@ def _memory(directory: Path, entry: Any) -> MemoryImage:
     ext = "bin" if "bin" in files else "mem"
     _expect(ext in files and ext in sums, f"manifest: memory {name!r} names neither a .bin nor a .mem file")
     filename = files[ext]
-    _expect(isinstance(filename, str) and "/" not in filename and filename not in ("", ".", ".."),
-            f"manifest: memory {name!r} file name {filename!r} is not a plain file name")  # fmt: skip
+    plain = isinstance(filename, str) and not set(filename) & {"/", "\\", "\x00"}
+    _expect(
+        plain and filename not in ("", ".", ".."),
+        f"manifest: memory {name!r} file name {filename!r} is not a plain file name",
+    )
     path = directory / filename
     try:
         data = path.read_bytes()
@@ -182,8 +185,8 @@ def read_image(directory: str | os.PathLike[str]) -> Graph:
         manifest = json.loads((root / "manifest.json").read_text())
     except FileNotFoundError:
         raise ImageError(f"{str(root)!r} has no manifest.json (not an snncompile image)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ImageError(f"cannot read {str(root / 'manifest.json')!r}: {e}") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: bad JSON
+        raise ImageError(f"cannot read {str(root / 'manifest.json')!r}: {type(e).__name__}: {e}") from None
     _expect(
         isinstance(manifest, dict) and manifest.get("format") == FORMAT,
         f"{str(root)!r}: manifest is not an {FORMAT} manifest",

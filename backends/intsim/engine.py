@@ -80,7 +80,9 @@ def _int8_linear(op: QLinear, x: Array) -> Array:
     rows = torch.from_numpy(np.ascontiguousarray(_rows(x)).astype(np.int8, copy=False))
     if rows.shape[0] <= 16:  # _int_mm needs more than 16 rows
         rows = torch.cat([rows, rows.new_zeros(17 - rows.shape[0], rows.shape[1])])
-    y = torch._int_mm(rows, torch.from_numpy(np.ascontiguousarray(op.weight.T, dtype=np.int8)))[: x.shape[0] * x.shape[1]]
+    y = torch._int_mm(rows, torch.from_numpy(np.ascontiguousarray(op.weight.T, dtype=np.int8)))[
+        : x.shape[0] * x.shape[1]
+    ]
     out = y.numpy().astype(np.int64)
     if op.bias is not None:
         out += op.bias

@@ -227,10 +227,20 @@ class Linear(Op):
 
 
 def _conv_len(size: int, k: int, stride: int, pad: int, dil: int, ceil_mode: bool = False) -> int:
+    """Output length of a sliding window (torch's formula), refusing impossible geometry."""
+    if k < 1 or stride < 1 or dil < 1 or pad < 0:
+        raise GraphError(
+            f"window geometry kernel {k}, stride {stride}, dilation {dil}, padding {pad}: kernel, stride and "
+            "dilation must be >= 1 and padding >= 0"
+        )
     span = size + 2 * pad - dil * (k - 1) - 1
     n = (-(-span // stride) if ceil_mode else span // stride) + 1
     if ceil_mode and (n - 1) * stride >= size + pad:
         n -= 1  # torch: the last window must start inside the input or the left padding
+    if n < 1:
+        raise GraphError(
+            f"a window of {dil * (k - 1) + 1} does not fit an input of {size} with padding {pad}"
+        )
     return n
 
 
@@ -257,6 +267,10 @@ class Conv2d(Op):
 
     def out_shape(self, in_shapes: Sequence[Shape]) -> Shape:
         c, h, w = _check_2d(in_shapes[0], "conv2d")
+        if self.groups < 1 or self.weight.ndim != 4:
+            raise GraphError(
+                f"conv2d needs groups >= 1 and a 4-d weight, got {self.groups} and {self.weight.shape}"
+            )
         if c != self.weight.shape[1] * self.groups:
             raise GraphError(f"conv2d expects {self.weight.shape[1] * self.groups} input channels, got {c}")
         kh, kw = int(self.weight.shape[2]), int(self.weight.shape[3])

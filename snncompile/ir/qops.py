@@ -226,7 +226,7 @@ def pool_shift(op: AvgPool2d) -> int:
     """``k`` for an average over ``2**k`` elements (a sum on a finer grid); GraphError otherwise."""
     n = op.kernel[0] * op.kernel[1] if op.divisor_override is None else op.divisor_override
     k = n.bit_length() - 1
-    if n != 1 << k or (op.padding != (0, 0) and not op.count_include_pad) or op.ceil_mode:
+    if n < 1 or n != 1 << k or (op.padding != (0, 0) and not op.count_include_pad) or op.ceil_mode:
         raise GraphError(
             f"avgpool2d over {op.kernel[0]}x{op.kernel[1]} is not a power-of-two average without partial "
             "windows, so it is not exact in fixed point; use a 2x2 or 4x4 window (or SumPool2d)"

@@ -1,0 +1,425 @@
+"""Driver of the reference RTL core: support check, Verilator build cache, co-simulation, golden
+vectors and Yosys synthesis.
+
+The core (``hw_models/rtl/snn_core.sv``) is one design programmed by the image: the driver never
+generates RTL per network. It only chooses the core's parameters (memory widths from the manifest,
+``lanes``/``update_lanes``/``pipeline_depth`` from the target, memory depths rounded up to powers of two
+so that one Verilator build serves many images) and passes the image's ``.mem`` files as plusargs.
+
+Supported subset (anything else is refused by :func:`check_supported` before simulation, naming the
+layer and the feature): ``Input`` (binary spikes, frac 0) -> ``QLinear`` (dense, bias, no per-channel
+shift) -> ``QLIF`` (every reset mode and zero mode, delayed or immediate reset, every rounding mode,
+saturation, floor) or ``QCubaLIF``, with no recurrence, a dense or a one-to-one recurrence, chained
+any number of times (up to ``MAX_L`` neuron layers); binary spikes (graded 1 on 2^0); every neuron layer
+on one core (``N <= neurons_per_core``); the sequential schedule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import warnings
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snncompile.backends.image.layout import RECORD, RECORD_FIELDS
+from snncompile.errors import SnnCompileError
+from snncompile.ir import QLIF, Graph, Input, Output, QCubaLIF, QLinear
+from snncompile.ir.ops import DenseRecurrence, OneToOneRecurrence
+from snncompile.targets import Target, load_target
+
+MEMORIES = ("layers", "synapse", "bias", "neuron", "state")
+ACC_W = 32
+IDX_LIMIT = (1 << 16) - 1
+STIM_DEPTH = 1 << 22
+_DEFAULTS = {
+    "MAX_REC": 16,
+    "MAX_L": 8,
+    "SYN_DEPTH": 1 << 16,
+    "BIAS_DEPTH": 1 << 12,
+    "NEUR_DEPTH": 1 << 10,
+    "STATE_DEPTH": 1 << 11,
+    "IN_DEPTH": 1 << 10,
+}
+
+
+class RtlError(SnnCompileError):
+    """The RTL flow failed: a tool error, a malformed result."""
+
+
+class RtlToolError(RtlError):
+    """A tool the RTL flow needs (verilator, yosys) is not installed or failed."""
+
+
+class RtlUnsupportedError(RtlError):
+    """The program uses a feature the reference RTL core does not implement (refused, never run wrong)."""
+
+
+def rtl_sources() -> dict[str, Path]:
+    """The core and testbench sources shipped in ``snncompile.hw_models/rtl``."""
+    root = resources.files("snncompile.hw_models") / "rtl"
+    return {name: Path(str(root / name)) for name in ("snn_core.sv", "snn_tb.sv")}
+
+
+def _check_field_offsets() -> None:
+    """The core hardcodes the layer-record offsets it reads; they must match the image format."""
+    text = rtl_sources()["snn_core.sv"].read_text()
+    for name, value in re.findall(r"\bF_([A-Z_]+) = (\d+)", text):
+        if RECORD_FIELDS.index(name.lower()) != int(value):
+            raise RtlError(f"snn_core.sv: field {name.lower()} is at offset {value}, the image format says "
+                           f"{RECORD_FIELDS.index(name.lower())}")
+    if f"REC = {RECORD}" not in text:
+        raise RtlError(f"snn_core.sv: the layer record is not {RECORD} words")
+
+
+# ------------------------------------------------------------------------------------ support check
+
+
+def _refuse(node: str, feature: str) -> RtlUnsupportedError:
+    return RtlUnsupportedError(f"layer {node!r}: {feature} is not supported by the reference RTL core")
+
+
+def check_supported(graph: Graph, target: Target) -> dict[str, int]:
+    """Refuses (:class:`RtlUnsupportedError`) anything the core does not implement; returns the sizes it
+    needs (records, neuron layers, input size, output size)."""
+    graph.verify()
+    if target.micro.schedule != "sequential":
+        raise RtlUnsupportedError(
+            f"target {target.name!r}: the {target.micro.schedule} schedule is not supported by the reference "
+            "RTL core (it runs layers one after the other: schedule = 'sequential')"
+        )
+    shapes = graph.shapes()
+    order = graph.topo_order()
+    neurons = 0
+    for n in order:
+        op = graph.op(n)
+        args = graph.args(n)
+        if isinstance(op, Input):
+            if op.frac:
+                raise _refuse(n, f"an input on 2^-{op.frac} (currents; the core takes binary spikes)")
+        elif isinstance(op, QLinear):
+            if op.channel_shift is not None:
+                raise _refuse(n, "per-channel weight shifts (channel_shift)")
+            src = graph.op(args[0])
+            if not isinstance(src, Input | QLIF | QCubaLIF):
+                raise _refuse(n, f"a linear layer fed by {src.kind} (only an input or a neuron layer)")
+            users = graph.users(n)
+            if len(users) != 1 or not isinstance(graph.op(users[0]), QLIF | QCubaLIF):
+                raise _refuse(n, "a linear layer that does not feed exactly one neuron layer")
+        elif isinstance(op, QLIF | QCubaLIF):
+            neurons += 1
+            if not isinstance(graph.op(args[0]), QLinear):
+                raise _refuse(n, f"a neuron layer fed by {graph.op(args[0]).kind} (only a linear layer)")
+            if not (np.all(op.graded == 1) and op.graded_frac == 0):
+                raise _refuse(n, "graded spikes")
+            if isinstance(op, QLIF) and op.bias is not None:
+                raise _refuse(n, "a neuron bias (LeakyParallel)")
+            rec = op.recurrence
+            if rec is not None and not isinstance(rec, DenseRecurrence | OneToOneRecurrence):
+                raise _refuse(n, f"a {type(rec).__name__}")
+            size = math.prod(shapes[n])
+            if isinstance(rec, OneToOneRecurrence) and rec.weight.size not in (1, size):
+                raise _refuse(n, f"a one-to-one recurrence with {rec.weight.size} weights for {size} neurons")
+            if size > target.cores.neurons_per_core:
+                raise _refuse(
+                    n, f"{size} neurons on {math.ceil(size / target.cores.neurons_per_core)} cores "
+                    f"(the core holds one layer of at most neurons_per_core = {target.cores.neurons_per_core})"
+                )
+            if size > IDX_LIMIT:
+                raise _refuse(n, f"{size} neurons (at most {IDX_LIMIT})")
+            for what, w, b in (
+                ("synapse", graph.op(args[0]).weight, graph.op(args[0]).bias),
+                ("recurrent", rec.weight if isinstance(rec, DenseRecurrence) else None,
+                 rec.bias if isinstance(rec, DenseRecurrence) else None),
+            ):
+                if w is None:
+                    continue
+                bound = int(np.abs(w).sum(axis=1).max(initial=0)) + int(np.abs(b).max(initial=0) if b is not None else 0)
+                if bound >= 1 << (ACC_W - 1):
+                    raise _refuse(n, f"{what} sums up to {bound}, beyond the {ACC_W}-bit accumulators")
+        elif isinstance(op, Output):
+            if not isinstance(graph.op(args[0]), QLIF | QCubaLIF):
+                raise _refuse(n, f"an output taken from {graph.op(args[0]).kind} (only from a neuron layer)")
+        else:
+            raise _refuse(n, f"the {op.kind} op (the core runs Input -> QLinear -> QLIF/QCubaLIF chains)")
+    if neurons == 0:
+        raise RtlUnsupportedError("the program has no neuron layer")
+    n_in = math.prod(shapes[graph.input_name])
+    if n_in > IDX_LIMIT:
+        raise _refuse(graph.input_name, f"{n_in} inputs (at most {IDX_LIMIT})")
+    out = graph.args(graph.output_name)[0]
+    return {"records": len(order), "layers": neurons, "inputs": n_in, "outputs": math.prod(shapes[out])}
+
+
+def _pow2(n: int, floor: int) -> int:
+    return max(floor, 1 << max(0, int(n - 1).bit_length()))
+
+
+def core_params(manifest: dict[str, Any], target: Target, sizes: dict[str, int]) -> dict[str, int]:
+    """The core's parameters for an image: widths from its manifest, lanes from the target, depths
+    rounded up to powers of two (at least the defaults, so one build serves many images)."""
+    mem = {m["name"]: m for m in manifest["memories"]}
+    return {
+        "W_W": int(mem["synapse"]["width"]),
+        "S_W": int(mem["state"]["width"]),
+        "ACC_W": ACC_W,
+        "LANES": target.micro.lanes,
+        "UL": target.micro.update_lanes,
+        "PIPE_DEPTH": target.micro.pipeline_depth,
+        "MAX_REC": _pow2(sizes["records"] + 1, _DEFAULTS["MAX_REC"]),
+        "MAX_L": _pow2(sizes["layers"], _DEFAULTS["MAX_L"]),
+        "SYN_DEPTH": _pow2(mem["synapse"]["depth"], _DEFAULTS["SYN_DEPTH"]),
+        "BIAS_DEPTH": _pow2(mem["bias"]["depth"], _DEFAULTS["BIAS_DEPTH"]),
+        "NEUR_DEPTH": _pow2(mem["neuron"]["depth"], _DEFAULTS["NEUR_DEPTH"]),
+        "STATE_DEPTH": _pow2(mem["state"]["depth"], _DEFAULTS["STATE_DEPTH"]),
+        "IN_DEPTH": _pow2(sizes["inputs"], _DEFAULTS["IN_DEPTH"]),
+    }
+
+
+# ------------------------------------------------------------------------------------ verilator build
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("SNNCOMPILE_RTL_CACHE", Path(tempfile.gettempdir()) / "snncompile-rtl"))
+
+
+def verilator_binary(params: dict[str, int]) -> Path:
+    """The Verilator-built testbench for ``params``, built once and cached (keyed by the sources' hash
+    and the parameters) under ``$SNNCOMPILE_RTL_CACHE`` (default: the temp dir)."""
+    exe = shutil.which("verilator")
+    if exe is None:
+        raise RtlToolError(
+            "verilator is not installed; install it with `apt-get install verilator` (Verilator 5 is needed)"
+        )
+    _check_field_offsets()
+    src = rtl_sources()
+    key = hashlib.sha256()
+    for p in src.values():
+        key.update(p.read_bytes())
+    key.update(json.dumps(params, sort_keys=True).encode())
+    key.update(subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.encode())
+    out = _cache_root() / key.hexdigest()[:16]
+    binary = out / "Vsnn_tb"
+    if binary.is_file():
+        return binary
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out.parent, prefix=".build."))
+    cmd = [
+        exe, "--binary", "--timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "-O2",
+        "--top-module", "snn_tb", "-Mdir", str(work), "-j", str(min(8, os.cpu_count() or 1)),
+        f"-GSTIM_DEPTH={STIM_DEPTH}", *(f"-G{k}={v}" for k, v in params.items()),
+        str(src["snn_core.sv"]), str(src["snn_tb.sv"]),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not (work / "Vsnn_tb").is_file():
+        shutil.rmtree(work, ignore_errors=True)
+        raise RtlToolError(f"verilator failed to build the core:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    try:
+        os.replace(work, out)
+    except OSError:  # another process built it first
+        shutil.rmtree(work, ignore_errors=True)
+    return binary
+
+
+# ------------------------------------------------------------------------------------ co-simulation
+
+
+def _load(build_or_image: str | os.PathLike[str], target: str | Target | None) -> tuple[Graph, Path, dict[str, Any], Target]:
+    from snncompile.backends.image import read_image
+
+    root = Path(build_or_image)
+    image = root / "image" if (root / "image" / "manifest.json").is_file() else root
+    graph = read_image(image)
+    manifest = json.loads((image / "manifest.json").read_text())
+    return graph, image, manifest, load_target(target if target is not None else manifest["target"])
+
+
+def _input_codes(graph: Graph, x: Any) -> np.ndarray:
+    from snncompile.interpreters.integer import input_codes
+
+    codes = input_codes(graph, x)
+    codes = codes.reshape(codes.shape[0], codes.shape[1], -1)
+    if not np.all((codes == 0) | (codes == 1)):
+        raise RtlUnsupportedError("the reference RTL core takes binary spike inputs (0/1)")
+    return codes
+
+
+def stimulus_words(codes: np.ndarray) -> np.ndarray:
+    """The testbench stimulus: per sample, per step, the event count then the nonzero input indices."""
+    words: list[int] = []
+    for b in range(codes.shape[1]):
+        for t in range(codes.shape[0]):
+            idx = np.flatnonzero(codes[t, b])
+            words.append(idx.size)
+            words.extend(idx.tolist())
+    return np.asarray(words, np.int64)
+
+
+def _write_words(path: Path, words: np.ndarray, width: int, comment: str) -> None:
+    digits = (width + 3) // 4
+    path.write_text(f"// {comment}\n" + "".join(f"{int(w):0{digits}x}\n" for w in words))
+
+
+def rtl_simulate(
+    build_dir: str | os.PathLike[str], x: Any, *, target: str | Target | None = None, timeout: float = 600.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Runs the image of ``build_dir`` (a build or an image directory) on the RTL core in Verilator.
+
+    Returns ``spikes[T, B, N_out]`` (uint8) and ``cycles[T, B]`` (int64, the core's cycle counter per
+    time step). The core's counter is checked against the testbench's own count of busy cycles."""
+    graph, image, manifest, tgt = _load(build_dir, target)
+    sizes = check_supported(graph, tgt)
+    codes = _input_codes(graph, x)
+    t_steps, batch = codes.shape[:2]
+    binary = verilator_binary(core_params(manifest, tgt, sizes))
+    with tempfile.TemporaryDirectory(prefix="snn-rtl-") as tmp:
+        stim, out = Path(tmp) / "stimulus.mem", Path(tmp) / "out.txt"
+        words = stimulus_words(codes)
+        if words.size > STIM_DEPTH:
+            raise RtlUnsupportedError(f"the stimulus has {words.size} words (at most {STIM_DEPTH}); run fewer samples")
+        _write_words(stim, words, 32, "stimulus")
+        args = [str(binary), f"+stim={stim}", f"+out={out}", f"+samples={batch}", f"+steps={t_steps}"]
+        args += [f"+{m}={image / f'{m}.mem'}" for m in MEMORIES]
+        try:
+            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=tmp)
+        except subprocess.TimeoutExpired:
+            raise RtlToolError(f"the RTL simulation ran past {timeout:.0f} s") from None
+        if proc.returncode != 0 or not out.is_file():
+            raise RtlToolError(f"the RTL simulation failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        lines = out.read_text().splitlines()
+    spikes = np.zeros((t_steps, batch, sizes["outputs"]), np.uint8)
+    cycles = np.zeros((t_steps, batch), np.int64)
+    if len(lines) != t_steps * batch:
+        raise RtlError(f"the RTL simulation recorded {len(lines)} steps, expected {t_steps * batch}")
+    for line in lines:
+        b, t, core_cycles, busy, n, *idx = (int(v) for v in line.split())
+        if core_cycles != busy:
+            raise RtlError(f"sample {b} step {t}: the core counted {core_cycles} cycles but was busy {busy}")
+        if n != len(idx):
+            raise RtlError(f"sample {b} step {t}: {n} spikes announced, {len(idx)} recorded")
+        cycles[t, b] = core_cycles
+        spikes[t, b, idx] = 1
+    out_shape = graph.shapes()[graph.args(graph.output_name)[0]]
+    return spikes.reshape(t_steps, batch, *out_shape), cycles
+
+
+# ------------------------------------------------------------------------------------ golden vectors
+
+
+def golden_files(program_or_build: Any, x: Any, directory: str | os.PathLike[str]) -> dict[str, Path]:
+    """Writes golden vectors for a third-party testbench from the integer simulator into ``directory``:
+
+    * ``stimulus.mem``: 32-bit words; per sample, per step: the input event count, then the indices
+      of the nonzero inputs (the format ``snn_tb.sv`` reads);
+    * ``expected_spikes.mem``: one ``N_out``-bit word per (sample, step), bit ``i`` = output ``i`` spiked;
+    * ``expected_cycles.mem``: one 32-bit word per (sample, step): the cycle model's cycles;
+    * ``golden.json``: shapes, order and the target.
+    """
+    from snncompile.backends.intsim import CycleModel, simulate
+
+    if hasattr(program_or_build, "graph") and hasattr(program_or_build, "target"):
+        graph, tgt = program_or_build.graph, program_or_build.target
+    else:
+        graph, _, _, tgt = _load(program_or_build, None)
+    codes = _input_codes(graph, x)
+    model = CycleModel(graph, tgt)
+    run = simulate(graph, codes.reshape(codes.shape[0], codes.shape[1], *graph.shapes()[graph.input_name]),
+                   keep=model.event_nodes, progress=False)
+    report = model.count(run, run.values)
+    out = np.asarray(run.output).reshape(run.output.shape[0], run.output.shape[1], -1)
+    t_steps, batch, n_out = out.shape
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    files = {
+        "stimulus": root / "stimulus.mem",
+        "expected_spikes": root / "expected_spikes.mem",
+        "expected_cycles": root / "expected_cycles.mem",
+        "golden": root / "golden.json",
+    }
+    _write_words(files["stimulus"], stimulus_words(codes), 32, "stimulus: per sample, per step: count, indices")
+    vectors = [
+        int("".join("1" if v else "0" for v in out[t, b, ::-1] != 0) or "0", 2)
+        for b in range(batch)
+        for t in range(t_steps)
+    ]
+    _write_words(files["expected_spikes"], np.asarray(vectors, dtype=object), n_out,
+                 f"expected output spikes: {batch} samples x {t_steps} steps, {n_out} bits (bit i = output i)")
+    _write_words(files["expected_cycles"], report.cycles.T.ravel(), 32,
+                 f"expected cycles per step: {batch} samples x {t_steps} steps")
+    files["golden"].write_text(json.dumps({
+        "target": tgt.name, "samples": batch, "steps": t_steps, "inputs": int(codes.shape[2]),
+        "outputs": n_out, "order": "sample-major, then step",
+    }, indent=1) + "\n")  # fmt: skip
+    return files
+
+
+# ------------------------------------------------------------------------------------ synthesis
+
+_SYNTH_PARAMS = {
+    "W_W": 8, "S_W": 16, "ACC_W": 24, "LANES": 2, "UL": 1, "PIPE_DEPTH": 3, "MAX_REC": 8, "MAX_L": 2,
+    "SYN_DEPTH": 256, "BIAS_DEPTH": 32, "NEUR_DEPTH": 16, "STATE_DEPTH": 32, "IN_DEPTH": 16, "IDX_W": 8,
+}  # fmt: skip
+
+
+def _family_command(family: str) -> str:
+    f = family.lower()
+    if "ice40" in f:
+        return "synth_ice40 -dsp -top snn_core"
+    if any(k in f for k in ("xilinx", "artix", "zu", "zynq", "kintex", "virtex", "7")):
+        return "synth_xilinx -top snn_core"
+    raise RtlUnsupportedError(f"target family {family!r}: synthesis figures cover ice40 and xilinx families")
+
+
+def synthesize(
+    target_family: str, params: dict[str, int] | None = None, timeout: float = 120.0
+) -> dict[str, Any] | None:
+    """Synthesizes the core with yosys for ``target_family`` (``ice40``/``ice40up5k``: ``synth_ice40``;
+    ``xilinx``/``artix7-100t``/``zu3eg``: ``synth_xilinx``) with small default parameters.
+
+    Returns ``{"luts", "flip_flops", "block_rams", "dsps", "cells", "command", "params", "seconds"}``,
+    or None when yosys is missing or too slow (with a :class:`RuntimeWarning` giving the reason)."""
+    cmd = _family_command(target_family)
+    yosys = shutil.which("yosys")
+    if yosys is None:
+        warnings.warn("synthesis figures unavailable: yosys is not installed (apt-get install yosys)",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    p = dict(_SYNTH_PARAMS, **(params or {}))
+    chparam = " ".join(f"-set {k} {v}" for k, v in p.items())
+    script = (
+        f"read_verilog -sv {rtl_sources()['snn_core.sv']}; chparam {chparam} snn_core; "
+        f"{cmd}; stat"
+    )
+    start = time.monotonic()
+    try:
+        proc = subprocess.run([yosys, "-q", "-p", script.replace("; stat", "; tee -o /dev/stdout stat")],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        warnings.warn(f"synthesis figures unavailable: yosys ran past {timeout:.0f} s", RuntimeWarning,
+                      stacklevel=2)
+        return None
+    if proc.returncode != 0:
+        raise RtlToolError(f"yosys failed: {proc.stderr[-2000:] or proc.stdout[-2000:]}")
+    stat = proc.stdout
+    cells = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+(\S+)\s+(\d+)\s*$", stat, re.M)}
+    luts = sum(v for k, v in cells.items() if re.fullmatch(r"SB_LUT4|LUT\d", k))
+    ffs = sum(v for k, v in cells.items() if re.fullmatch(r"SB_DFF\w*|FD\w*", k))
+    brams = sum(v for k, v in cells.items() if re.fullmatch(r"SB_RAM\w*|SB_SPRAM\w*|RAMB\w*", k))
+    dsps = sum(v for k, v in cells.items() if re.fullmatch(r"SB_MAC16|DSP48\w*", k))
+    total = re.search(r"Number of cells:\s+(\d+)", stat)
+    return {
+        "luts": luts, "flip_flops": ffs, "block_rams": brams, "dsps": dsps,
+        "cells": int(total.group(1)) if total else sum(cells.values()), "command": cmd, "params": p,
+        "seconds": round(time.monotonic() - start, 1),
+    }  # fmt: skip
+

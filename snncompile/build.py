@@ -70,6 +70,7 @@ def program_report(program: Program) -> dict[str, Any]:
         },
         "nodes": nodes,
         "notes": list(program.notes),
+        "calibration_run": program.calibration_run,
     }
 
 
@@ -101,6 +102,20 @@ def report_text(report: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    run = report.get("calibration_run")
+    if run:
+        lines += [
+            "",
+            f"run on the calibration data ({run['samples']} samples x {run['steps']} steps):",
+            f"  cycles per step: mean {run['cycles_per_step_mean']:,.1f}, max {run['cycles_per_step_max']:,.0f}; "
+            f"per sample {run['cycles_per_sample']:,.0f}",
+            f"  latency {run['latency_per_sample_s'] * 1e6:,.2f} us per sample, throughput "
+            f"{run['throughput_samples_per_s']:,.0f} samples/s, energy {run['energy_per_sample_j'] * 1e9:,.2f} nJ per sample",
+            "  firing: " + ", ".join(f"{n} {100 * r:.1f}%" for n, r in run["firing_rates"].items()),
+            "  saturations: " + ", ".join(f"{n} {c}" for n, c in run["saturations"].items()),
+        ]
+    else:
+        lines += ["", "no calibration data: pass --calibration for cycles, latency and energy estimates"]
     if report["notes"]:
         lines += ["", "notes:"] + [f"  - {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"

@@ -38,7 +38,8 @@ class Program:
 
     ``notes`` lists every value that was rounded (empty for a QAT model read exactly); ``ranges`` is
     the static range analysis, whose ``verdict`` says whether a float32 (or only float64) QAT forward
-    reproduces the integer run bit for bit.
+    reproduces the integer run bit for bit. ``calibration_run`` summarises a run of the program on the
+    calibration inputs (cycles, latency, energy, saturations, firing rates) when there were any.
     """
 
     float_graph: Graph
@@ -49,6 +50,7 @@ class Program:
     input_max: int
     mapping: Mapping
     memories: dict[str, MemoryImage]
+    calibration_run: dict[str, Any] | None = None
 
     @property
     def exact(self) -> bool:
@@ -133,4 +135,16 @@ def compile_graph(graph: Graph, target: str | Target = "default", calibration: A
     ranges = analyze_ranges(result.graph, input_max)
     memories = encode(result.graph, tgt)
     mapping = map_graph(result.graph, tgt, {name: m.depth * m.width for name, m in memories.items()})
-    return Program(graph, result.graph, tgt, result.notes, ranges, input_max, mapping, memories)
+    program = Program(graph, result.graph, tgt, result.notes, ranges, input_max, mapping, memories)
+    if calib is None:
+        return program
+    sim = program.simulate(program.quantize_input(calib))
+    summary: dict[str, Any] = {
+        **sim.cycles.summary(),
+        "cycles_per_step_mean": float(sim.cycles.cycles.mean()),
+        "saturations": dict(sim.run.saturations),
+        "firing_rates": {n: float(np.count_nonzero(s) / s.size) for n, s in sim.run.spikes.items()},
+        "samples": int(calib.shape[1]),
+        "steps": int(calib.shape[0]),
+    }
+    return dataclasses.replace(program, calibration_run=summary)

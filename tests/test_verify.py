@@ -138,3 +138,28 @@ def test_nir_models_on_the_command_line(files: Path) -> None:
     assert code != 0 or err == ""  # norse reads the same file differently or refuses it with one clear line
     code, _, err = invoke("inspect", f"{files}/m.nir", "--checkpoint", f"{files}/x.npz")
     assert code == 1 and err.startswith("Error: --checkpoint applies to file.py:factory models")
+
+
+def test_compile_report_includes_a_calibration_run(files: Path) -> None:
+    code, out, err = invoke(
+        "compile",
+        f"{files}/model.py:qat",
+        "--target",
+        "artix7-100t",
+        "--calibration",
+        f"{files}/x.npz",
+        "-o",
+        f"{files}/b",
+    )
+    assert code == 0, err
+    report = json.loads((files / "b" / "report.json").read_text())
+    run = report["calibration_run"]
+    assert run["samples"] == 3 and run["steps"] == 20
+    assert run["cycles_per_sample"] > 0 and run["energy_per_sample_j"] > 0
+    assert set(run["saturations"]) == {"lif_1", "lif_3"}
+    assert {r["resource"] for r in report["resources"]} >= {"cores", "fan-in", "fan-out"}
+    text = (files / "b" / "report.txt").read_text()
+    assert "run on the calibration data (3 samples x 20 steps):" in text
+    assert out == text + f"wrote {files}/b\n"
+    code, out, _ = invoke("inspect", f"{files}/b")
+    assert code == 0 and out.startswith(text.splitlines()[0])

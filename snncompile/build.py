@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,13 +117,31 @@ def report_text(report: dict[str, Any]) -> str:
         ]
     else:
         lines += ["", "no calibration data: pass --calibration for cycles, latency and energy estimates"]
+    synth = report.get("synthesis")
+    if synth is not None:
+        if "luts" in synth:
+            lines += [
+                "",
+                f"synthesis of the reference core ({synth['command']}): {synth['luts']:,} LUTs, "
+                f"{synth['flip_flops']:,} flip-flops, {synth['block_rams']} block RAMs, {synth['dsps']} DSPs",
+            ]
+        else:
+            lines += ["", f"synthesis: {synth['reason']}"]
     if report["notes"]:
         lines += ["", "notes:"] + [f"  - {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
 
 
-def write_build(program: Program, path: str | os.PathLike[str]) -> None:
-    """Writes the build directory for ``program`` at ``path`` atomically (replacing an old one)."""
+def write_build(
+    program: Program,
+    path: str | os.PathLike[str],
+    extras: dict[str, Any] | None = None,
+    write_more: Callable[[Path], None] | None = None,
+) -> None:
+    """Writes the build directory for ``program`` at ``path`` atomically (replacing an old one).
+
+    ``extras`` are added to the report (e.g. ``synthesis``); ``write_more(tmp_dir)`` may add files
+    (e.g. golden vectors) before the directory is moved into place."""
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
@@ -135,7 +154,9 @@ def write_build(program: Program, path: str | os.PathLike[str]) -> None:
         for name, blob in image_files(program.graph, program.target, program.memories).items():
             (tmp / "image" / name).write_bytes(blob)
         save_graph(program.graph, tmp / GRAPH)
-        report = program_report(program)
+        report = {**program_report(program), **(extras or {})}
+        if write_more is not None:
+            write_more(tmp)
         (tmp / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         (tmp / "report.txt").write_text(report_text(report))
         old = None

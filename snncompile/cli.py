@@ -6,6 +6,7 @@ Errors are one line on stderr with exit code 1 (``--debug`` shows the traceback 
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +18,7 @@ from torch import nn
 from snncompile._version import __version__
 from snncompile.backends.intsim import CycleModel
 from snncompile.backends.intsim import simulate as simulate_fast
+from snncompile.backends.rtl import RtlUnsupportedError, golden_files, rtl_simulate, synthesize
 from snncompile.build import is_build, program_report, read_build, report_text, write_build
 from snncompile.compiler import compile_graph, quantize_input
 from snncompile.errors import GraphError, InputError, QuantizationError, SnnCompileError
@@ -255,6 +257,17 @@ def simulate(
             )
 
 
+def _synthesis(target: Target) -> dict[str, Any]:
+    """Yosys figures of the reference core for the target's family, or the reason there are none."""
+    try:
+        figures = synthesize(target.family)
+    except RtlUnsupportedError as e:
+        return {"reason": str(e)}
+    if figures is None:
+        return {"reason": "yosys is not installed (apt-get install yosys) or ran too long"}
+    return figures
+
+
 def _build_target(build: str) -> Target | None:
     """The target a build was compiled for (None when its name is not a shipped target)."""
     try:
@@ -303,6 +316,14 @@ def _node_arrays(graph: Graph, run: Run, node: str) -> dict[str, np.ndarray]:
     type=click.Path(file_okay=False),
     help="Build directory to write.",
 )
+@click.option(
+    "--golden",
+    type=click.Path(dir_okay=False),
+    help="X.npz: also write golden vectors (BUILD/golden/) for it.",
+)
+@click.option(
+    "--synth", is_flag=True, help="Synthesize the reference RTL core with yosys; figures go in the report."
+)
 @_nir_options
 @click.pass_context
 def compile_cmd(
@@ -313,6 +334,8 @@ def compile_cmd(
     calibration: str | None,
     input_shape: str | None,
     build: str,
+    golden: str | None,
+    synth: bool,
 ) -> None:
     """Quantize MODEL for a target and write a build directory.
 
@@ -334,7 +357,16 @@ def compile_cmd(
             f"{model!r} is already compiled; compile a model, a saved float graph or a .nir file"
         )
     program = compile_graph(graph, load_target(target), calib)
-    write_build(program, build)
+    stimulus = load_npz(golden, "x") if golden else None
+    extras: dict[str, Any] = {
+        "synthesis": _synthesis(program.target) if synth else {"reason": "not run (--synth)"}
+    }
+
+    def write_golden(directory: Path) -> None:
+        if stimulus is not None:
+            golden_files(program, stimulus, directory / "golden")
+
+    write_build(program, build, extras, write_golden)
     if not ctx.obj["quiet"]:
         click.echo(report_text(program_report(program)), nl=False)
         click.echo(f"wrote {build}")
@@ -480,3 +512,34 @@ def export_nir_cmd(
     write_nir(graph, output_path, dt=dt_out)
     if not ctx.obj["quiet"]:
         click.echo(f"wrote {output_path} ({len(graph)} nodes)")
+
+
+@main.command("rtl-sim")
+@click.argument("build", type=click.Path(file_okay=False))
+@click.option(
+    "--input",
+    "input_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="X.npz with x[T, B, ...] spikes.",
+)
+@click.option(
+    "-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False), help="Y.npz to write."
+)
+@click.pass_context
+def rtl_sim(ctx: click.Context, build: str, input_path: str, output_path: str) -> None:
+    """Run BUILD's image on the reference RTL core (Verilator); Y.npz gets `spikes` and `cycles`.
+
+    Y.npz: `spikes` (T, B, *output_shape, uint8), `cycles` (T,: all samples) and `cycles_per_sample`
+    (T, B), counted by the core's own cycle counter.
+
+    Example: snncompile rtl-sim build --input x.npz -o y_rtl.npz
+    """
+    x = load_npz(input_path, "x")
+    spikes, cycles = rtl_simulate(build, x)
+    save_npz(output_path, {"spikes": spikes, "cycles": cycles.sum(axis=1), "cycles_per_sample": cycles})
+    if not ctx.obj["quiet"]:
+        click.echo(
+            f"RTL simulated {x.shape[0]} steps x {x.shape[1]} samples: {int(np.count_nonzero(spikes))} output "
+            f"spikes, {int(cycles.sum()):,} cycles -> {output_path}"
+        )

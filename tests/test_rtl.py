@@ -1,0 +1,260 @@
+"""The reference RTL core (``hw_models/rtl/snn_core.sv``) co-simulated with Verilator (issue 7).
+
+Contract under test:
+
+* For QAT-compiled MLPs (subtract, zero and immediate reset), an RSynaptic network (QCubaLIF with a
+  dense recurrence) and a one-to-one RLeaky network, written as build directories, the RTL core's
+  output spikes equal the integer simulator's at every step, and the core's cycle count of every time
+  step equals the cycle model's (``program.simulate(x).cycles.cycles``).
+* Hand-built fixed-point graphs exercise what QAT models do not: every rounding mode, the QLIF floor,
+  drop_update zero reset, narrow saturating states, per-neuron thresholds and three neuron layers; they
+  are checked against the reference interpreter (``run_integer``) and the cycle model.
+* A corrupted synapse word (one weight of a row that receives events) changes the RTL result.
+* Unsupported programs are refused before simulation with :class:`RtlUnsupportedError`.
+* Golden vectors written from the integer simulator agree with the RTL run.
+* Yosys synthesizes the core for a Xilinx 7-series part with positive LUT and flip-flop counts (slow,
+  about 45 s).
+
+The Verilator build is cached (keyed by the sources and parameters), so it is compiled once.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+if shutil.which("verilator") is None:
+    pytest.skip("verilator is not installed (apt-get install verilator)", allow_module_level=True)
+
+import snntorch as snn
+import torch
+from snncompile.backends.image import write_image
+from snncompile.backends.intsim import CycleModel
+from snncompile.backends.rtl import RtlUnsupportedError, golden_files, rtl_simulate, synthesize
+from snncompile.backends.rtl.driver import _check_field_offsets
+from snncompile.quant import prepare_qat
+from torch import nn
+
+import snncompile
+from snncompile import run_integer
+from snncompile.build import write_build
+from snncompile.ir import QLIF, FixedQuant, Graph, Input, Output, QCubaLIF, QLinear
+from snncompile.ir.ops import DenseRecurrence
+from snncompile.targets import load_target
+
+T, B, N_IN = 12, 3, 20
+
+
+def _scale_(layer: nn.Module, gain: float, bias_gain: float = 0.1) -> nn.Module:
+    with torch.no_grad():
+        layer.weight.uniform_(-gain, gain)
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.uniform_(-bias_gain, bias_gain)
+    return layer
+
+
+def _mlp(hidden: nn.Module, gain: float = 1.8, seed: int = 1) -> nn.Module:
+    """Linear(20, 24) + hidden + Linear(24, 8) + Leaky, weights ~3x those of test_image so layers fire."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        _scale_(nn.Linear(N_IN, 24), gain),
+        hidden,
+        _scale_(nn.Linear(24, 8), 1.5),
+        snn.Leaky(beta=0.8, init_hidden=True),
+    )
+
+
+def _rsynaptic() -> nn.Module:
+    net = _mlp(snn.RSynaptic(alpha=0.75, beta=0.875, linear_features=24, init_hidden=True), 0.9, seed=3)
+    _scale_(net[1].recurrent, 0.45)
+    return net
+
+
+MODELS = {
+    "mlp_subtract": lambda: _mlp(snn.Leaky(beta=0.9, init_hidden=True)),
+    "mlp_zero": lambda: _mlp(snn.Leaky(beta=0.9, init_hidden=True, reset_mechanism="zero")),
+    "mlp_zero_immediate": lambda: _mlp(
+        snn.Leaky(beta=0.9, init_hidden=True, reset_mechanism="zero", reset_delay=False)
+    ),
+    "rsynaptic_dense": _rsynaptic,
+    "rleaky_one_to_one": lambda: _mlp(snn.RLeaky(beta=0.9, all_to_all=False, V=0.25, init_hidden=True)),
+}
+
+
+def _spikes(seed: int = 0, t: int = T, b: int = B, n: int = N_IN, p: float = 0.3) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(t, b, n, generator=g) < p).float()
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[snncompile.Program, Path]]:
+    out = {}
+    for name, make in MODELS.items():
+        prog = snncompile.compile(prepare_qat(make()), "default", example_input=torch.zeros(1, N_IN))
+        path = tmp_path_factory.mktemp(name) / "build"
+        write_build(prog, path)
+        out[name] = (prog, path)
+    return out
+
+
+def test_field_offsets_match_the_image_format() -> None:
+    _check_field_offsets()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_rtl_equals_integer_simulator_and_cycle_model(
+    builds: dict[str, tuple[snncompile.Program, Path]], name: str
+) -> None:
+    prog, path = builds[name]
+    x = _spikes()
+    sim = prog.simulate(x)
+    spikes, cycles = rtl_simulate(path, x)
+    assert sim.spikes.sum() > 0 and not np.all(sim.spikes == 1)  # layers fire, not saturated
+    np.testing.assert_array_equal(spikes, sim.spikes)
+    assert cycles.shape == (T, B)
+    np.testing.assert_array_equal(cycles, sim.cycles.cycles)
+    assert len(np.unique(cycles)) > 1  # event-driven: the count depends on the spikes
+
+
+def test_corrupted_synapse_word_changes_the_result(
+    builds: dict[str, tuple[snncompile.Program, Path]], tmp_path: Path
+) -> None:
+    _, path = builds["mlp_subtract"]
+    x = _spikes()
+    reference, _ = rtl_simulate(path, x)
+    bad = tmp_path / "bad"
+    shutil.copytree(path, bad)
+    mem = bad / "image" / "synapse.mem"
+    lines = mem.read_text().splitlines()
+    # input 0 spikes often: its row (W.T row 0, first layer: synapse words 1..24 after the comment)
+    assert x[:, :, 0].sum() > 0
+    for j in range(1, 25):
+        lines[j] = "7f" if lines[j] != "7f" else "80"
+    mem.write_text("\n".join(lines) + "\n")
+    corrupted, _ = rtl_simulate(bad, x)
+    assert not np.array_equal(corrupted, reference)
+
+
+# ------------------------------------------------------------------------------- hand-built graphs
+
+
+def _hand_graph(rounding: str, seed: int) -> Graph:
+    """Input(16) -> QLinear -> QLIF (narrow state, per-neuron thresholds, floor, drop_update zero reset)
+    -> QLinear -> QCubaLIF with a dense recurrence -> QLinear -> QLIF (immediate subtract reset)."""
+    rng = np.random.default_rng(seed)
+    g = Graph()
+    g.add("x", Input((16,), frac=0))
+    g.add("fc1", QLinear(rng.integers(-60, 90, (12, 16)), rng.integers(-20, 20, 12), weight_frac=3), ["x"])
+    narrow = FixedQuant(3, -400, 300, rounding)
+    g.add("n1", QLIF(np.array(181), 8, rng.integers(20, 60, 12), narrow, in_frac=3, reset="zero",
+                     zero_mode="drop_update", floor=-150), ["fc1"])  # fmt: skip
+    g.add("fc2", QLinear(rng.integers(-90, 100, (10, 12)), None, weight_frac=4), ["n1"])
+    mem = FixedQuant(5, -3000, 2500, rounding)
+    syn = FixedQuant(4, -1000, 900, rounding)
+    rec = DenseRecurrence(rng.integers(-40, 40, (10, 10)), rng.integers(-8, 8, 10))
+    g.add("n2", QCubaLIF(np.array(150), 8, np.array(205), 8, np.array(60), mem, syn, in_frac=4,
+                         recurrence=rec, rec_frac=6), ["fc2"])  # fmt: skip
+    g.add("fc3", QLinear(rng.integers(-70, 100, (6, 10)), rng.integers(-5, 9, 6), weight_frac=2), ["n2"])
+    g.add("n3", QLIF(np.array(7), 3, np.array(9), FixedQuant(2, -500, 500, rounding), in_frac=2,
+                     reset_delay=False), ["fc3"])  # fmt: skip
+    g.add("o", Output(), ["n3"])
+    g.verify()
+    return g
+
+
+@pytest.mark.parametrize("rounding", ["floor", "half_up", "half_down", "half_even", "trunc"])
+def test_hand_built_graph_every_rounding_mode(rounding: str, tmp_path: Path) -> None:
+    graph = _hand_graph(rounding, seed=len(rounding))
+    target = load_target("default")
+    write_image(graph, target, tmp_path)
+    x = _spikes(seed=5, t=16, b=2, n=16, p=0.4).numpy()
+    spikes, cycles = rtl_simulate(tmp_path, x)
+    run = run_integer(graph, x)
+    assert 0 < run.output.sum() < run.output.size
+    np.testing.assert_array_equal(spikes, run.output)
+    model = CycleModel(graph, target)
+    np.testing.assert_array_equal(cycles, model.count(run, {**run.spikes, "x": x}).cycles)
+
+
+# ------------------------------------------------------------------------------- refusals, golden, synth
+
+
+def test_unsupported_programs_are_refused(tmp_path: Path) -> None:
+    graph = _hand_graph("floor", 1)
+    write_image(graph, load_target("zu3eg"), tmp_path)  # pipelined schedule
+    with pytest.raises(RtlUnsupportedError, match="pipelined schedule"):
+        rtl_simulate(tmp_path, _spikes(n=16).numpy())
+    g = Graph()
+    g.add("x", Input((4,), frac=0))
+    g.add("fc", QLinear(np.ones((3, 4), np.int64), None, weight_frac=0), ["x"])
+    g.add("n", QLIF(np.array(1), 1, np.array(2), FixedQuant(0, -99, 99), in_frac=0,
+                    graded=np.array(3)), ["fc"])  # fmt: skip
+    g.add("o", Output(), ["n"])
+    d = tmp_path / "graded"
+    d.mkdir()
+    write_image(g, load_target("default"), d)
+    with pytest.raises(RtlUnsupportedError, match="layer 'n': graded spikes"):
+        rtl_simulate(d, np.zeros((2, 1, 4)))
+
+
+def test_golden_files_agree_with_the_rtl(
+    builds: dict[str, tuple[snncompile.Program, Path]], tmp_path: Path
+) -> None:
+    prog, path = builds["rsynaptic_dense"]
+    x = _spikes(seed=3, t=6, b=2)
+    files = golden_files(prog, x, tmp_path)
+    spikes, cycles = rtl_simulate(path, x)
+    words = [ln for ln in files["expected_spikes"].read_text().splitlines() if not ln.startswith("//")]
+    rtl_words = [
+        int("".join("1" if v else "0" for v in spikes[t, b, ::-1]), 2) for b in range(2) for t in range(6)
+    ]
+    assert [int(w, 16) for w in words] == rtl_words
+    cyc = [int(ln, 16) for ln in files["expected_cycles"].read_text().splitlines() if not ln.startswith("//")]
+    assert cyc == cycles.T.ravel().tolist()
+    stim = [int(ln, 16) for ln in files["stimulus"].read_text().splitlines() if not ln.startswith("//")]
+    assert stim[0] == int(x[0, 0].sum())
+
+
+@pytest.mark.slow
+def test_synthesis_figures() -> None:
+    if shutil.which("yosys") is None:
+        pytest.skip("yosys is not installed")
+    figures = synthesize("xilinx", timeout=300)
+    assert figures is not None
+    assert figures["luts"] > 0 and figures["flip_flops"] > 0
+    assert figures["block_rams"] >= 0 and figures["dsps"] >= 0
+
+
+def test_cli_compile_golden_and_rtl_sim_with_a_relative_build_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`compile --golden` writes the vectors into the build; `rtl-sim` on a relative path equals `simulate`."""
+    from click.testing import CliRunner
+
+    from snncompile.cli import main
+
+    (tmp_path / "m.py").write_text(
+        "import torch, snntorch as snn\nfrom torch import nn\nfrom snncompile.quant import prepare_qat\n"
+        "def build():\n    torch.manual_seed(0)\n"
+        "    net = nn.Sequential(nn.Linear(20, 16), snn.Leaky(beta=0.9, init_hidden=True),\n"
+        "                        nn.Linear(16, 4), snn.Leaky(beta=0.9, init_hidden=True))\n"
+        "    with torch.no_grad():\n        [p.mul_(3.0) for p in net.parameters()]\n"
+        "    return prepare_qat(net)\n"
+    )
+    np.savez(tmp_path / "x.npz", x=(np.random.default_rng(0).random((12, 2, 20)) < 0.3).astype(np.uint8))
+    monkeypatch.chdir(tmp_path)
+    run = CliRunner().invoke
+    result = run(main, ["compile", "m.py:build", "--target", "artix7-100t", "--golden", "x.npz", "-o", "b"])
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "b" / "golden").iterdir()) == [
+        "expected_cycles.mem", "expected_spikes.mem", "golden.json", "stimulus.mem"
+    ]  # fmt: skip
+    assert "synthesis: not run (--synth)" in (tmp_path / "b" / "report.txt").read_text()
+    assert run(main, ["-q", "rtl-sim", "b", "--input", "x.npz", "-o", "r.npz"]).exit_code == 0
+    assert run(main, ["-q", "simulate", "b", "--input", "x.npz", "-o", "s.npz"]).exit_code == 0
+    with np.load(tmp_path / "r.npz") as r, np.load(tmp_path / "s.npz") as s:
+        assert np.array_equal(r["spikes"], s["spikes"]) and np.array_equal(r["cycles"], s["cycles"])
+        assert r["spikes"].any()

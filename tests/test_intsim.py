@@ -253,7 +253,11 @@ def test_cycle_counts_by_hand(schedule: str) -> None:
     e = tiny_target().energy
     # memory accesses: one per integration cycle on each core (2 cores x 1 cycle per event: 3+3+1 events)
     # plus a state read and write per neuron update (3 neurons x 3 steps)
-    pj = (9 + 9 + 3) * e.synaptic_op + 3 * 3 * e.neuron_update + (2 * (3 + 3 + 1) + 2 * 3 * 3) * e.memory_access
+    pj = (
+        (9 + 9 + 3) * e.synaptic_op
+        + 3 * 3 * e.neuron_update
+        + (2 * (3 + 3 + 1) + 2 * 3 * 3) * e.memory_access
+    )
     assert report.energy_j[0] == pytest.approx(pj * 1e-12)
 
 

@@ -17,6 +17,7 @@ Usage: python benchmarks/simulate_speed.py [--repeat 3] [--workloads W1,W2,W3]
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import sys
 import threading
@@ -111,24 +112,26 @@ def prepare(name: str) -> tuple[nn.Module, torch.Tensor, snncompile.Program]:
 
 
 def memory_child(name: str, engine: str) -> None:
-    """Prints the peak memory one run adds in this fresh process (a warm allocator would hide it)."""
+    """Prints the memory one run adds and the process's peak (a fresh process: no warm allocator)."""
     net, x, program = prepare(name)
     xn = x.numpy()
     if engine == "snntorch":
-        _, peak = peak_rss(lambda: snntorch_run(net, x))
-    else:
-        _, peak = peak_rss(lambda: simulate(program.graph, xn, progress=False))
-    print(peak)
+        _, added = peak_rss(lambda: snntorch_run(net, x))
+    else:  # like snnTorch's loop, return the output spikes without recording every state
+        _, added = peak_rss(lambda: simulate(program.graph, xn, progress=False, record_states=False))
+    print(added, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
-def child_memory(name: str, engine: str) -> int:
+def child_memory(name: str, engine: str) -> tuple[int, int]:
+    """(memory the run adds, peak resident memory of the whole process), measured in a fresh process."""
     out = subprocess.run(
         [sys.executable, __file__, "--memory-child", f"{name}:{engine}"],
         capture_output=True,
         text=True,
         check=True,
     )
-    return int(out.stdout.strip().splitlines()[-1])
+    added, peak = out.stdout.strip().splitlines()[-1].split()
+    return int(added), int(peak)
 
 
 def bench(name: str, repeat: int) -> None:

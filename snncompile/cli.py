@@ -368,7 +368,7 @@ def compile_cmd(
 
     write_build(program, build, extras, write_golden)
     if not ctx.obj["quiet"]:
-        click.echo(report_text(program_report(program)), nl=False)
+        click.echo(report_text({**program_report(program), **extras}), nl=False)
         click.echo(f"wrote {build}")
 
 

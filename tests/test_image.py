@@ -262,7 +262,9 @@ def assert_same_run(want: snncompile.Run, got: snncompile.Run, what: str) -> Non
         assert np.array_equal(want.spikes[node], got.spikes[node]), f"{what}: spikes of {node} differ"
         assert sorted(want.states[node]) == sorted(got.states[node])
         for var, value in want.states[node].items():
-            assert value.dtype == got.states[node][var].dtype == np.int64
+            assert np.issubdtype(value.dtype, np.integer) and np.issubdtype(
+                got.states[node][var].dtype, np.integer
+            )
             assert np.array_equal(value, got.states[node][var]), f"{what}: {var} of {node} differs"
     assert want.saturations == got.saturations, what
 

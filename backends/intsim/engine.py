@@ -24,19 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from snncompile.backends.intsim.kernels import NeuronKernel, spike_dtype, state_dtype
 
 from snncompile.errors import GraphError
 from snncompile.interpreters.common import Run
 from snncompile.interpreters.integer import (
     EVAL as REFERENCE,
 )
-from snncompile.interpreters.integer import (
-    Counter,
-    eval_qcubalif,
-    eval_qlif,
-    input_codes,
-    recurrent_int,
-)
+from snncompile.interpreters.integer import Counter, input_codes, recurrent_int
 from snncompile.ir import QLIF, AvgPool2d, Graph, MaxPool2d, Op, QConv2d, QCubaLIF, QLinear, SumPool2d
 from snncompile.ir.ops import ConvRecurrence, DenseRecurrence, Recurrence
 from snncompile.passes.ranges import RangeReport, analyze_ranges
@@ -83,9 +78,9 @@ def _int8_linear(op: QLinear, x: Array) -> Array:
     y = torch._int_mm(rows, torch.from_numpy(np.ascontiguousarray(op.weight.T, dtype=np.int8)))[
         : x.shape[0] * x.shape[1]
     ]
-    out = y.numpy().astype(np.int64)
+    out = y.numpy()  # int32: the plan admits this path only when every sum fits
     if op.bias is not None:
-        out += op.bias
+        out += op.bias.astype(np.int32)
     return out.reshape(x.shape[0], x.shape[1], -1)
 
 
@@ -132,6 +127,35 @@ def _fast_recur(path: Path) -> Callable[[Recurrence, Array], Array]:
     return recur
 
 
+def _neuron(
+    op: QLIF | QCubaLIF, x: Array, sat: Counter, path: Path, record: bool = True
+) -> tuple[Array, dict[str, Array]]:
+    """A neuron layer through its fused kernel: all steps in one call, or step by step when the
+    recurrent input (a BLAS product of the previous step's spikes) must be computed in between.
+    Spikes come back as compact codes (int8 where the graded factor allows), states as int32/int64."""
+    steps, batch, shape = x.shape[0], x.shape[1], tuple(x.shape[2:])
+    kernel = NeuronKernel(op, shape, record)
+    flat = np.ascontiguousarray(x.reshape(steps, batch, -1))
+    size = flat.shape[2]
+    names = ("mem", "syn") if isinstance(op, QCubaLIF) else ("mem",)
+    state = {v: np.zeros((batch, size), np.int64) for v in names}
+    stored = (steps, batch, size) if record else (1, 1, 1)
+    out = {"spikes": np.empty((steps, batch, size), spike_dtype(op.graded))}
+    out |= {v: np.empty(stored, state_dtype(getattr(op, v))) for v in names}
+    if op.recurrence is None:
+        sat["n"] += kernel.run(flat, np.zeros((1, 1, 1), np.int64), state, out)
+    else:
+        recur = _fast_recur(path)
+        previous = np.zeros((batch, *shape), np.int64)
+        for t in range(steps):
+            rec = np.ascontiguousarray(recur(op.recurrence, previous).reshape(1, batch, size), dtype=np.int64)
+            now = {k: v[t : t + 1] if record or k == "spikes" else v for k, v in out.items()}
+            sat["n"] += kernel.run(flat[t : t + 1], rec, state, now)
+            previous = out["spikes"][t].reshape(batch, *shape)
+    spikes = out.pop("spikes").reshape(steps, batch, *shape)
+    return spikes, {k: v.reshape(steps, batch, *shape) for k, v in out.items()} if record else {}
+
+
 def plan(graph: Graph, ranges: RangeReport) -> dict[str, Path]:
     """The path of every synapse, pool and neuron node (the engine's debug listing)."""
     out: dict[str, Path] = {}
@@ -148,7 +172,9 @@ def describe_plan(graph: Graph, paths: dict[str, Path]) -> str:
     return "\n".join(f"{n:>16}  {graph.op(n).kind:<10} {p}" for n, p in paths.items())
 
 
-def _eval(op: Op, args: list[Array], sat: Counter, path: Path | None) -> tuple[Array, dict[str, Array]]:
+def _eval(
+    op: Op, args: list[Array], sat: Counter, path: Path | None, record: bool = True
+) -> tuple[Array, dict[str, Array]]:
     if path == "int8-mm" and isinstance(op, QLinear):
         return _int8_linear(op, args[0]), {}
     if path is not None and path != "int64":
@@ -158,11 +184,9 @@ def _eval(op: Op, args: list[Array], sat: Counter, path: Path | None) -> tuple[A
             return _fast_conv(op, args[0], path), {}
         if isinstance(op, MaxPool2d | SumPool2d | AvgPool2d):
             return _fast_pool(op, args[0], path), {}
+    if isinstance(op, QLIF | QCubaLIF):
+        return _neuron(op, args[0], sat, path or "int64", record)
     args = [a.astype(np.int64, copy=False) for a in args]  # the reference rules compute in int64
-    if isinstance(op, QLIF):
-        return eval_qlif(op, args, sat, _fast_recur(path or "int64"))
-    if isinstance(op, QCubaLIF):
-        return eval_qcubalif(op, args, sat, _fast_recur(path or "int64"))
     rule = REFERENCE.get(type(op))
     if rule is None:
         raise GraphError(f"the simulator has no rule for {op.kind}")
@@ -233,13 +257,14 @@ def _run_chunk(
         if name == inp:
             continue
         sat = {"n": 0}
-        out, st = _eval(graph.op(name), [values[a] for a in graph.args(name)], sat, paths.get(name))
+        out, st = _eval(
+            graph.op(name), [values[a] for a in graph.args(name)], sat, paths.get(name), record_states
+        )
         values[name] = out
         for a in graph.args(name):
             if last_use[a] == i and a != graph.output_name and a not in keep:
                 del values[a]  # free intermediates as soon as their last user has run
-        if st:
-            spikes[name], saturations[name] = out, sat["n"]
-            states[name] = st if record_states else {}
+        if isinstance(graph.op(name), QLIF | QCubaLIF):
+            spikes[name], saturations[name], states[name] = out, sat["n"], st
     kept = {n: values[n] for n in keep}
     return Run(graph, values[graph.output_name], spikes, states, saturations, kept)

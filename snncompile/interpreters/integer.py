@@ -264,6 +264,8 @@ def input_codes(graph: Graph, x: Any, dtype: type[np.signedinteger[Any]] | None 
     of int8/int16/int32/int64 that holds them when ``dtype`` is None); refuses values off the grid."""
     op = graph.op(graph.input_name)
     assert isinstance(op, Input) and op.frac is not None
+    if dtype is None and not op.frac and _small_spikes(x, op.shape):
+        return x.view(np.int8) if x.dtype != np.int8 else x  # uint8/bool/int8 spikes: used as they are
     xf = as_input(x, op.shape)
     if dtype is None and not op.frac:  # the common case, spikes: one multithreaded pass through torch
         t = torch.from_numpy(xf)
@@ -283,6 +285,17 @@ def input_codes(graph: Graph, x: Any, dtype: type[np.signedinteger[Any]] | None 
         peak = float(np.abs(codes).max(initial=0))
         dtype = next(d for d in (np.int8, np.int16, np.int32, np.int64) if peak <= np.iinfo(d).max)
     return codes.astype(dtype)
+
+
+def _small_spikes(x: Any, shape: tuple[int, ...]) -> bool:
+    """Whether ``x`` is a numpy bool/uint8/int8 array of the right shape holding codes in 0..127."""
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.bool_, np.uint8, np.int8):
+        return False
+    if x.ndim != len(shape) + 2 or tuple(x.shape[2:]) != tuple(shape) or 0 in x.shape[:2]:
+        return False
+    if x.dtype == np.bool_:
+        return True
+    return int(x.max()) <= 127 and (x.dtype == np.uint8 or int(x.min()) >= 0)
 
 
 def run_integer(graph: Graph, x: Any) -> Run:

@@ -63,8 +63,10 @@ def _as_float(x: Array, path: Path) -> torch.Tensor:
     return torch.from_numpy(x).to(_dtype(path))
 
 
-def _to_int(t: torch.Tensor) -> Array:
-    return t.numpy().astype(np.int64)
+def _values(t: torch.Tensor) -> Array:
+    """A BLAS result as it is: float values that are exact integers (the path guarantees it). Stateless
+    ops and the neuron kernels read them directly; integer rules convert them."""
+    return t.numpy()
 
 
 def _rows(x: Array) -> Array:
@@ -88,14 +90,14 @@ def _fast_linear(op: QLinear, x: Array, path: Path) -> Array:
     w = _as_float(op.weight, path)
     b = None if op.bias is None else _as_float(op.bias, path)
     y = F.linear(_as_float(_rows(x), path), w, b)
-    return _to_int(y).reshape(x.shape[0], x.shape[1], -1)
+    return _values(y).reshape(x.shape[0], x.shape[1], -1)
 
 
 def _fast_conv(op: QConv2d, x: Array, path: Path) -> Array:
     w = _as_float(op.weight, path)
     b = None if op.bias is None else _as_float(op.bias, path)
     y = F.conv2d(_as_float(_rows(x), path), w, b, op.stride, op.padding, op.dilation, op.groups)
-    return _to_int(y).reshape(x.shape[0], x.shape[1], *y.shape[1:])
+    return _values(y).reshape(x.shape[0], x.shape[1], *y.shape[1:])
 
 
 def _fast_pool(op: MaxPool2d | SumPool2d | AvgPool2d, x: Array, path: Path) -> Array:
@@ -104,27 +106,19 @@ def _fast_pool(op: MaxPool2d | SumPool2d | AvgPool2d, x: Array, path: Path) -> A
         y = F.max_pool2d(v, op.kernel, op.stride, op.padding, op.dilation, op.ceil_mode)
     else:  # a window sum: AvgPool2d's division is its finer output grid
         y = F.avg_pool2d(v, op.kernel, op.stride, op.padding, divisor_override=1)
-    return _to_int(y).reshape(x.shape[0], x.shape[1], *y.shape[1:])
+    return _values(y).reshape(x.shape[0], x.shape[1], *y.shape[1:])
 
 
-def _fast_recur(path: Path) -> Callable[[Recurrence, Array], Array]:
-    if path == "int64":
-        return recurrent_int
-
-    def recur(rec: Recurrence, s: Array) -> Array:
-        if isinstance(rec, DenseRecurrence):
-            y = F.linear(
-                _as_float(s, path),
-                _as_float(rec.weight, path),
-                None if rec.bias is None else _as_float(rec.bias, path),
-            )
-            return _to_int(y)
-        if isinstance(rec, ConvRecurrence):
-            b = None if rec.bias is None else _as_float(rec.bias, path)
-            return _to_int(F.conv2d(_as_float(s, path), _as_float(rec.weight, path), b, padding=rec.padding))
-        return s * rec.weight
-
-    return recur
+def _fast_recur(rec: Recurrence, path: Path) -> Callable[[Array], Array]:
+    """``R(s)`` with the recurrent weights converted once for the whole run."""
+    if path == "int64" or not isinstance(rec, DenseRecurrence | ConvRecurrence):
+        return lambda s: recurrent_int(rec, s)
+    w = _as_float(rec.weight, path)
+    b = None if rec.bias is None else _as_float(rec.bias, path)
+    if isinstance(rec, DenseRecurrence):
+        return lambda s: _values(F.linear(_as_float(s, path), w, b))
+    padding = rec.padding
+    return lambda s: _values(F.conv2d(_as_float(s, path), w, b, padding=padding))
 
 
 def _neuron(
@@ -145,10 +139,10 @@ def _neuron(
     if op.recurrence is None:
         sat["n"] += kernel.run(flat, np.zeros((1, 1, 1), np.int64), state, out)
     else:
-        recur = _fast_recur(path)
+        recur = _fast_recur(op.recurrence, path)
         previous = np.zeros((batch, *shape), np.int64)
         for t in range(steps):
-            rec = np.ascontiguousarray(recur(op.recurrence, previous).reshape(1, batch, size), dtype=np.int64)
+            rec = np.ascontiguousarray(recur(previous).reshape(1, batch, size))
             now = {k: v[t : t + 1] if record or k == "spikes" else v for k, v in out.items()}
             sat["n"] += kernel.run(flat[t : t + 1], rec, state, now)
             previous = out["spikes"][t].reshape(batch, *shape)
@@ -267,4 +261,7 @@ def _run_chunk(
         if isinstance(graph.op(name), QLIF | QCubaLIF):
             spikes[name], saturations[name], states[name] = out, sat["n"], st
     kept = {n: values[n] for n in keep}
-    return Run(graph, values[graph.output_name], spikes, states, saturations, kept)
+    output = values[graph.output_name]
+    if output.dtype.kind == "f":  # a stateless output node: its integer codes
+        output = output.astype(np.int64)
+    return Run(graph, output, spikes, states, saturations, kept)

@@ -102,11 +102,31 @@ def _fast_conv(op: QConv2d, x: Array, path: Path) -> Array:
 
 def _fast_pool(op: MaxPool2d | SumPool2d | AvgPool2d, x: Array, path: Path) -> Array:
     v = _as_float(_rows(x), path)
-    if isinstance(op, MaxPool2d):
+    simple = (
+        op.padding == (0, 0)
+        and not getattr(op, "ceil_mode", False)
+        and getattr(op, "dilation", (1, 1)) == (1, 1)
+    )
+    if simple:  # kh*kw strided slices combined elementwise: several times faster than torch's pooling
+        y = _window_reduce(v, op, torch.maximum if isinstance(op, MaxPool2d) else torch.add)
+    elif isinstance(op, MaxPool2d):
         y = F.max_pool2d(v, op.kernel, op.stride, op.padding, op.dilation, op.ceil_mode)
     else:  # a window sum: AvgPool2d's division is its finer output grid
         y = F.avg_pool2d(v, op.kernel, op.stride, op.padding, divisor_override=1)
     return _values(y).reshape(x.shape[0], x.shape[1], *y.shape[1:])
+
+
+def _window_reduce(v: torch.Tensor, op: MaxPool2d | SumPool2d | AvgPool2d, combine: Any) -> torch.Tensor:
+    """Unpadded pooling as a reduction over the kernel's strided slices (exact: max, or an integer sum)."""
+    (kh, kw), (sh, sw) = op.kernel, op.stride
+    oh, ow = (v.shape[2] - kh) // sh + 1, (v.shape[3] - kw) // sw + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            part = v[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+            out = part if out is None else combine(out, part)
+    assert out is not None
+    return out.contiguous()
 
 
 def _fast_recur(rec: Recurrence, path: Path) -> Callable[[Array], Array]:
@@ -212,7 +232,8 @@ def simulate(
     ``keep`` names nodes whose outputs are returned in ``Run.values`` (e.g. for the cycle model)."""
     graph.verify()
     codes = input_codes(graph, x, None)  # the smallest integer type: spikes take one byte each
-    input_max = int(np.abs(codes).max(initial=0))
+    # int8 codes (spikes) are bounded by their type, which saves a pass over the input
+    input_max = 127 if codes.dtype == np.int8 else int(max(-int(codes.min()), int(codes.max())))
     chosen = plan(graph, analyze_ranges(graph, max(input_max, 1))) if paths is None else paths
     show = sys.stderr.isatty() if progress is None else progress
     batch = codes.shape[1]

@@ -124,6 +124,7 @@ from snncompile.ir import (
 from snncompile.ir.ops import RESETS, _fmt_array
 from snncompile.ir.serialize import _decode, _encode
 from snncompile.loading import write_atomic
+from snncompile.registry import registrar
 
 Convention: TypeAlias = Literal["snntorch", "norse", "sinabs", "rockpool", "euler"]
 
@@ -702,15 +703,7 @@ HANDLERS: dict[type, Handler] = {}
 """The converter of every supported NIR node type, keyed by exact type."""
 
 
-def _handles(*types: type) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        for t in types:
-            if t in HANDLERS:
-                raise RuntimeError(f"a handler for {t.__name__} is already registered")
-            HANDLERS[t] = fn
-        return fn
-
-    return register
+_handles = registrar(HANDLERS)
 
 
 def _supported() -> str:

@@ -56,6 +56,7 @@ from snncompile.ir import (
     Shape,
 )
 from snncompile.quant.qat import FixedPoint, QuantLeakyParallel
+from snncompile.registry import registrar
 
 # ------------------------------------------------------------------------------------ values
 
@@ -100,15 +101,7 @@ HANDLERS: dict[type[nn.Module], Handler] = {}
 """The handler of every supported module type, keyed by exact type (subclasses are refused)."""
 
 
-def handles(*types: type[nn.Module]) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        for t in types:
-            if t in HANDLERS:
-                raise RuntimeError(f"a handler for {t.__name__} is already registered")
-            HANDLERS[t] = fn
-        return fn
-
-    return register
+handles = registrar(HANDLERS)
 
 
 def module_type(m: nn.Module) -> type[nn.Module]:

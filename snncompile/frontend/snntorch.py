@@ -539,7 +539,7 @@ def trace(module: nn.Module, example_input: Any) -> Graph:
         raise TraceError(f"torch.fx cannot trace {type(module).__name__}: {str(e).splitlines()[0]}") from None
     ctx = Context(Graph(), {}, {})
     values: dict[fx.Node, Value] = {}
-    called: dict[str, str] = {}
+    called: set[str] = set()
     out: str | None = None
     for node in fx_graph.nodes:
         if node.op == "placeholder":
@@ -565,7 +565,7 @@ def trace(module: nn.Module, example_input: Any) -> Graph:
                         f"neuron module {target!r} is called twice per step; a neuron has one state, "
                         "so use one module per layer"
                     )
-                called[target] = target
+                called.add(target)
             x = _tensor_arg(node, values, f"module {target!r}")
             values[node] = handler(ctx, target, sub, x)
         elif node.op == "call_function" and node.target is operator.getitem:

@@ -9,6 +9,9 @@ Contract under test:
 * Hand-built fixed-point graphs exercise what QAT models do not: every rounding mode, the QLIF floor,
   drop_update zero reset, narrow saturating states, per-neuron thresholds and three neuron layers; they
   are checked against the reference interpreter (``run_integer``) and the cycle model.
+* Conv networks on ``ice40up5k`` (no conv engine: convs stored as unrolled dense rows, bias per output
+  channel; Flatten passes through), with stride 1 and with stride 2 + groups, equal the integer
+  simulator and the cycle model (full dense rows per event); convs stored as kernels are refused.
 * A corrupted synapse word (one weight of a row that receives events) changes the RTL result.
 * Unsupported programs are refused before simulation with :class:`RtlUnsupportedError`.
 * Golden vectors written from the integer simulator agree with the RTL run.
@@ -41,7 +44,7 @@ from torch import nn
 import snncompile
 from snncompile import run_integer
 from snncompile.build import write_build
-from snncompile.ir import QLIF, FixedQuant, Graph, Input, Output, QCubaLIF, QLinear
+from snncompile.ir import QLIF, FixedQuant, Graph, Input, Output, QConv2d, QCubaLIF, QLinear
 from snncompile.ir.ops import DenseRecurrence
 from snncompile.targets import load_target
 
@@ -136,6 +139,57 @@ def test_corrupted_synapse_word_changes_the_result(
     mem.write_text("\n".join(lines) + "\n")
     corrupted, _ = rtl_simulate(bad, x)
     assert not np.array_equal(corrupted, reference)
+
+
+# ------------------------------------------------------------------------------- unrolled convs
+
+CONVS = {
+    "conv_same": dict(stride=1, padding=1, groups=1, cin=1, cout=4),
+    "conv_stride2_groups": dict(stride=2, padding=1, groups=2, cin=2, cout=4),
+}
+
+
+def _conv_net(stride: int, padding: int, groups: int, cin: int, cout: int) -> tuple[nn.Module, int]:
+    torch.manual_seed(5)
+    side = (6 + 2 * padding - 3) // stride + 1
+    net = nn.Sequential(
+        _scale_(nn.Conv2d(cin, cout, 3, stride=stride, padding=padding, groups=groups), 1.2, 0.3),
+        snn.Leaky(beta=0.9, init_hidden=True),
+        nn.Flatten(),
+        _scale_(nn.Linear(cout * side * side, 5), 0.9),
+        snn.Leaky(beta=0.9, init_hidden=True),
+    )
+    return net, cin
+
+
+@pytest.mark.parametrize("name", list(CONVS))
+def test_unrolled_conv_on_ice40_equals_integer_simulator_and_cycle_model(name: str, tmp_path: Path) -> None:
+    """ice40up5k has no conv engine: the conv is stored as unrolled dense rows (bias per output channel)
+    and runs on the core as a dense layer; Flatten passes through."""
+    net, cin = _conv_net(**CONVS[name])
+    prog = snncompile.compile(prepare_qat(net), "ice40up5k", example_input=torch.zeros(1, cin, 6, 6))
+    assert not prog.target.limits.conv_engine
+    write_build(prog, tmp_path / "build")
+    g = torch.Generator().manual_seed(7)
+    x = (torch.rand(T, 2, cin, 6, 6, generator=g) < 0.3).float()
+    sim = prog.simulate(x)
+    spikes, cycles = rtl_simulate(tmp_path / "build", x)
+    assert sim.spikes.sum() > 0 and not np.all(sim.spikes == 1)
+    conv = next(n for n in prog.graph.topo_order() if isinstance(prog.graph.op(n), QConv2d))
+    hidden = sim.run.spikes[prog.graph.users(conv)[0]]
+    assert 0 < hidden.sum() < hidden.size  # the conv layer fires, not saturated
+    np.testing.assert_array_equal(spikes, sim.spikes)
+    np.testing.assert_array_equal(cycles, sim.cycles.cycles)
+    assert len(np.unique(cycles)) > 1
+
+
+def test_conv_stored_as_kernels_is_refused(tmp_path: Path) -> None:
+    net, cin = _conv_net(**CONVS["conv_same"])
+    prog = snncompile.compile(prepare_qat(net), "default", example_input=torch.zeros(1, cin, 6, 6))
+    assert prog.target.limits.conv_engine
+    write_build(prog, tmp_path / "build")
+    with pytest.raises(RtlUnsupportedError, match="conv layer stored as kernels"):
+        rtl_simulate(tmp_path / "build", np.zeros((2, 1, cin, 6, 6)))
 
 
 # ------------------------------------------------------------------------------- hand-built graphs

@@ -10,7 +10,8 @@ Counting rules (per sample, per time step ``t``; the RTL core implements exactly
    input ``i`` makes every core ``c`` read the ``len_c(i)`` synapses of row ``i`` that land in its
    slice, ``lanes`` per cycle: ``ceil(len_c(i) / lanes)`` cycles (0 when ``len_c(i) = 0``). Recurrent
    events are the layer's own nonzero spikes of step ``t-1``, read the same way from the recurrent rows
-   (dense: N synapses; conv: the positions the kernel reaches; one-to-one: 1).
+   (dense: N synapses; conv: the positions the kernel reaches; one-to-one: 1). A QConv2d on a target
+   without a conv engine is stored as unrolled dense rows, so its rows count every output (zeros included).
 3. **Update.** Each core updates its ``n_c`` neurons ``update_lanes`` per cycle through a pipeline of
    ``pipeline_depth`` stages: ``ceil(n_c / update_lanes) + pipeline_depth`` cycles.
 4. **Layer cycles** = ``max over cores (integration_c + update_c)`` (cores work in parallel).
@@ -46,8 +47,9 @@ def _row_lengths(connect: np.ndarray, cores: int) -> np.ndarray:
     return np.stack([connect[:, a:b].sum(axis=1) for a, b in itertools.pairwise(edges)], axis=1)
 
 
-def _connectivity(op: Op | Recurrence, in_shape: tuple[int, ...]) -> np.ndarray:
-    """(n_in, n_out) 0/1: which outputs each input reaches (the structure of the synapse rows)."""
+def _connectivity(op: Op | Recurrence, in_shape: tuple[int, ...], conv_engine: bool = True) -> np.ndarray:
+    """(n_in, n_out) 0/1: which outputs each input reaches (the structure of the synapse rows); a QConv2d
+    without a conv engine is stored as unrolled dense rows: every output."""
     if isinstance(op, QLinear | DenseRecurrence):
         return np.ones((op.weight.shape[1], op.weight.shape[0]), np.int64)
     if isinstance(op, OneToOneRecurrence):
@@ -58,6 +60,8 @@ def _connectivity(op: Op | Recurrence, in_shape: tuple[int, ...]) -> np.ndarray:
     ones = np.ones(op.weight.shape, np.int64)
     if isinstance(op, QConv2d):
         out = conv2d_int(eye, ones, None, op.stride, op.padding, op.dilation, op.groups)
+        if not conv_engine:
+            return np.ones((n_in, out.reshape(n_in, -1).shape[1]), np.int64)
     else:
         assert isinstance(op, ConvRecurrence)
         out = conv2d_int(eye, ones, None, (1, 1), op.padding, (1, 1), 1)
@@ -118,7 +122,12 @@ class CycleModel:
             size = math.prod(shapes[n])
             k = math.ceil(size / per_core)
             sources = tuple(
-                (graph.args(s)[0], _row_lengths(_connectivity(graph.op(s), shapes[graph.args(s)[0]]), k))
+                (
+                    graph.args(s)[0],
+                    _row_lengths(
+                        _connectivity(graph.op(s), shapes[graph.args(s)[0]], target.limits.conv_engine), k
+                    ),
+                )
                 for s in feeds[n]
             )
             rec = None if op.recurrence is None else _row_lengths(_connectivity(op.recurrence, shapes[n]), k)

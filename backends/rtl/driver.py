@@ -11,7 +11,10 @@ layer and the feature): ``Input`` (binary spikes, frac 0) -> ``QLinear`` (dense,
 shift) -> ``QLIF`` (every reset mode and zero mode, delayed or immediate reset, every rounding mode,
 saturation, floor) or ``QCubaLIF``, with no recurrence, a dense or a one-to-one recurrence, chained
 any number of times (up to ``MAX_L`` neuron layers); binary spikes (graded 1 on 2^0); every neuron layer
-on one core (``N <= neurons_per_core``); the sequential schedule.
+on one core (``N <= neurons_per_core``); the sequential schedule. A ``QConv2d`` stored unrolled (targets
+without a conv engine: ``conv_unrolled = 1``, dense rows encoding any stride/padding/dilation/groups)
+runs as a ``QLinear`` of ``prod(in_shape)`` inputs and ``prod(out_shape)`` outputs, its bias per output
+channel; ``Flatten`` passes its input through. Convs stored as kernels and pools are refused.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from snncompile.backends.image.layout import RECORD, RECORD_FIELDS
+from snncompile.backends.image.layout import RECORD, RECORD_FIELDS, unroll_conv
 
 from snncompile.errors import SnnCompileError
-from snncompile.ir import QLIF, Graph, Input, Output, QCubaLIF, QLinear
+from snncompile.ir import QLIF, Flatten, Graph, Input, Output, QConv2d, QCubaLIF, QLinear
 from snncompile.ir.ops import DenseRecurrence, OneToOneRecurrence
 from snncompile.targets import Target, load_target
 
@@ -92,6 +95,13 @@ def _refuse(node: str, feature: str) -> RtlUnsupportedError:
     return RtlUnsupportedError(f"layer {node!r}: {feature} is not supported by the reference RTL core")
 
 
+def _through_flatten(graph: Graph, node: str) -> str:
+    """The node a chain of flattens stands for (a flatten only renames axes: the flat order is unchanged)."""
+    while isinstance(graph.op(node), Flatten):
+        node = graph.args(node)[0]
+    return node
+
+
 def check_supported(graph: Graph, target: Target) -> dict[str, int]:
     """Refuses (:class:`RtlUnsupportedError`) anything the core does not implement; returns the sizes it
     needs (records, neuron layers, input size, output size)."""
@@ -110,19 +120,35 @@ def check_supported(graph: Graph, target: Target) -> dict[str, int]:
         if isinstance(op, Input):
             if op.frac:
                 raise _refuse(n, f"an input on 2^-{op.frac} (currents; the core takes binary spikes)")
-        elif isinstance(op, QLinear):
+        elif isinstance(op, QLinear | QConv2d):
+            kind = "linear" if isinstance(op, QLinear) else "conv"
+            if isinstance(op, QConv2d) and target.limits.conv_engine:
+                raise _refuse(
+                    n,
+                    f"a conv layer stored as kernels (target {target.name!r} has a conv engine; the core "
+                    "runs convs stored unrolled, conv_unrolled = 1)",
+                )
             if op.channel_shift is not None:
                 raise _refuse(n, "per-channel weight shifts (channel_shift)")
-            src = graph.op(args[0])
+            src = graph.op(_through_flatten(graph, args[0]))
             if not isinstance(src, Input | QLIF | QCubaLIF):
-                raise _refuse(n, f"a linear layer fed by {src.kind} (only an input or a neuron layer)")
+                raise _refuse(n, f"a {kind} layer fed by {src.kind} (only an input or a neuron layer)")
             users = graph.users(n)
             if len(users) != 1 or not isinstance(graph.op(users[0]), QLIF | QCubaLIF):
-                raise _refuse(n, "a linear layer that does not feed exactly one neuron layer")
+                raise _refuse(n, f"a {kind} layer that does not feed exactly one neuron layer")
+        elif isinstance(op, Flatten):
+            src = graph.op(args[0])
+            if not isinstance(src, Input | QLIF | QCubaLIF | Flatten):
+                raise _refuse(n, f"a flatten of {src.kind} (only of an input or a neuron layer)")
+            for user in graph.users(n):
+                if not isinstance(graph.op(user), QLinear | QConv2d | Flatten):
+                    raise _refuse(n, f"a flatten feeding {graph.op(user).kind} (only a linear or conv layer)")
         elif isinstance(op, QLIF | QCubaLIF):
             neurons += 1
-            if not isinstance(graph.op(args[0]), QLinear):
-                raise _refuse(n, f"a neuron layer fed by {graph.op(args[0]).kind} (only a linear layer)")
+            if not isinstance(graph.op(args[0]), QLinear | QConv2d):
+                raise _refuse(
+                    n, f"a neuron layer fed by {graph.op(args[0]).kind} (only a linear or conv layer)"
+                )
             if not (np.all(op.graded == 1) and op.graded_frac == 0):
                 raise _refuse(n, "graded spikes")
             if isinstance(op, QLIF) and op.bias is not None:
@@ -142,9 +168,13 @@ def check_supported(graph: Graph, target: Target) -> dict[str, int]:
             if size > IDX_LIMIT:
                 raise _refuse(n, f"{size} neurons (at most {IDX_LIMIT})")
             lin = graph.op(args[0])
-            assert isinstance(lin, QLinear)
+            assert isinstance(lin, QLinear | QConv2d)
+            # (n_out, n_in) rows of the accumulated weights: a conv as its unrolled dense matrix
+            w_ff = (
+                lin.weight if isinstance(lin, QLinear) else unroll_conv(lin, shapes[graph.args(args[0])[0]]).T
+            )
             for what, w, b in (
-                ("synapse", lin.weight, lin.bias),
+                ("synapse", w_ff, lin.bias),
                 (
                     "recurrent",
                     rec.weight if isinstance(rec, DenseRecurrence) else None,
@@ -163,7 +193,11 @@ def check_supported(graph: Graph, target: Target) -> dict[str, int]:
             if not isinstance(graph.op(args[0]), QLIF | QCubaLIF):
                 raise _refuse(n, f"an output taken from {graph.op(args[0]).kind} (only from a neuron layer)")
         else:
-            raise _refuse(n, f"the {op.kind} op (the core runs Input -> QLinear -> QLIF/QCubaLIF chains)")
+            raise _refuse(
+                n,
+                f"the {op.kind} op (the core runs Input -> QLinear/unrolled QConv2d -> QLIF/QCubaLIF chains"
+                " and Flatten)",
+            )
     if neurons == 0:
         raise RtlUnsupportedError("the program has no neuron layer")
     n_in = math.prod(shapes[graph.input_name])

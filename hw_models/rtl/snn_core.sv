@@ -24,7 +24,10 @@
 //
 // Supported image subset (the Python driver refuses the rest before simulation): Input -> QLinear ->
 // QLIF/QCubaLIF chains (dense, biases, no per-channel shifts), dense or one-to-one recurrence, binary
-// spikes (graded 1 on 2^0), every layer on one core. Asynchronous memory reads (LUT/FF memories).
+// spikes (graded 1 on 2^0), every layer on one core. A QConv2d stored unrolled (conv_unrolled = 1:
+// dense rows, targets without a conv engine) runs as a linear layer whose bias word is per output
+// channel (d1*d2 outputs per word); a Flatten stands for its input. Asynchronous memory reads
+// (LUT/FF memories).
 `default_nettype none
 
 module snn_core #(
@@ -72,13 +75,14 @@ module snn_core #(
     localparam integer REC = 96;
     localparam integer LAYER_DEPTH = MAX_REC * REC;
     // layer-table field offsets (snncompile.backends.image.layout.RECORD_FIELDS; checked by the driver)
-    localparam integer F_OPCODE = 0, F_ARG = 1, F_SYN_BASE = 12, F_BIAS_BASE = 14, F_SHIFT_BASE = 15,
+    localparam integer F_OPCODE = 0, F_ARG = 1, F_D1 = 4, F_D2 = 5, F_SYN_BASE = 12, F_BIAS_BASE = 14, F_SHIFT_BASE = 15,
         F_NEURON_BASE = 31, F_NEURONS = 32, F_STATE_BASE = 33, F_DECAY_FRAC = 34, F_ALPHA_FRAC = 35,
         F_MEM_FRAC = 36, F_MEM_LO = 37, F_MEM_HI = 38, F_MEM_ROUND = 39, F_SYN_FRAC = 40, F_SYN_LO = 41,
         F_SYN_HI = 42, F_SYN_ROUND = 43, F_IN_FRAC = 44, F_RESET = 45, F_RESET_DELAY = 46,
         F_ZERO_MODE = 47, F_REC_KIND = 50, F_REC_FRAC = 51, F_REC_BASE = 52, F_REC_COUNT = 53,
         F_REC_BIAS_BASE = 54, F_FLOOR_PRESENT = 62, F_FLOOR = 63;
-    localparam [3:0] OP_INPUT = 1, OP_OUTPUT = 2, OP_LINEAR = 3, OP_LIF = 9, OP_CUBA = 10;
+    localparam [3:0] OP_INPUT = 1, OP_OUTPUT = 2, OP_LINEAR = 3, OP_CONV = 4, OP_FLATTEN = 8, OP_LIF = 9,
+        OP_CUBA = 10;
 
     // ------------------------------------------------------------------ image memories
     reg signed [31:0]    layers_mem [0:LAYER_DEPTH-1];
@@ -117,6 +121,7 @@ module snn_core #(
     reg [7:0]        lin_arg   [0:MAX_REC-1];
     reg signed [31:0] lin_syn  [0:MAX_REC-1];
     reg signed [31:0] lin_bias [0:MAX_REC-1];
+    reg [IDX_W-1:0]  lin_bhw   [0:MAX_REC-1];  // outputs per bias word (1: dense; H*W: unrolled conv)
 
     reg              l_cuba     [0:MAX_L-1];
     reg [IDX_W-1:0]  l_n        [0:MAX_L-1];
@@ -124,6 +129,7 @@ module snn_core #(
     reg [31:0]       l_sbase    [0:MAX_L-1];
     reg [31:0]       l_syn      [0:MAX_L-1];
     reg signed [31:0] l_bias    [0:MAX_L-1];
+    reg [IDX_W-1:0]  l_bhw      [0:MAX_L-1];
     reg              l_src_in   [0:MAX_L-1];
     reg [7:0]        l_src      [0:MAX_L-1];
     reg [1:0]        l_rkind    [0:MAX_L-1];
@@ -144,7 +150,7 @@ module snn_core #(
     reg [7:0] n_layers, out_slot;
 
     // ------------------------------------------------------------------ decode registers
-    reg signed [31:0] f_op, f_arg, f_syn, f_bias, f_nbase, f_n, f_sbase, f_df, f_af, f_mf, f_mlo, f_mhi,
+    reg signed [31:0] f_op, f_arg, f_d1, f_d2, f_syn, f_bias, f_nbase, f_n, f_sbase, f_df, f_af, f_mf, f_mlo, f_mhi,
         f_mround, f_sf, f_slo, f_shi, f_sround, f_inf, f_reset, f_delay, f_zero, f_rkind, f_rf, f_rbase,
         f_rcount, f_rbias, f_floor_en, f_floor;
 
@@ -195,6 +201,9 @@ module snn_core #(
     reg [31:0] ucnt;           // update cycle
     reg [IDX_W-1:0] upd_cnt;   // spikes emitted so far in this update
     reg [31:0] clr_i;          // clear: neuron within layer
+    // bias word of the next neuron to clear / to retire from the pipeline (neurons go in order: the word
+    // advances every l_bhw neurons, so an unrolled conv's per-channel bias needs no divider)
+    reg [IDX_W-1:0] cl_ch, cl_pos, wb_ch, wb_pos;
     reg [31:0] cycles;
 
     assign busy = (state == S_FF) || (state == S_REC) || (state == S_UPD);
@@ -296,7 +305,7 @@ module snn_core #(
 
     wire [7:0] NONE = 8'hff;
     integer q, j;
-    reg [IDX_W-1:0] wo;
+    reg [IDX_W-1:0] wo, bch, bpos;
     reg [31:0] row, col;
     always @(posedge clk) begin
         done <= 1'b0;
@@ -331,12 +340,16 @@ module snn_core #(
             // write-back
             if (state == S_UPD) begin
                 wo = upd_cnt;
+                bch = wb_ch;
+                bpos = wb_pos;
                 for (j = 0; j < UL; j = j + 1)
                     if (p_v[PIPE_DEPTH-1][j]) begin
                         state_ram[l_sbase[cur] + p_i[PIPE_DEPTH-1][j]] <= p_m[PIPE_DEPTH-1][j];
                         if (l_cuba[cur]) state_ram[l_sbase[cur] + n_cur + p_i[PIPE_DEPTH-1][j]] <= p_s[PIPE_DEPTH-1][j];
                         acc[nb_cur + p_i[PIPE_DEPTH-1][j]] <=
-                            l_bias[cur] < 0 ? {ACC_W{1'b0}} : bias_mem[l_bias[cur] + p_i[PIPE_DEPTH-1][j]][ACC_W-1:0];
+                            l_bias[cur] < 0 ? {ACC_W{1'b0}} : bias_mem[l_bias[cur] + bch][ACC_W-1:0];
+                        bpos = bpos + 1;
+                        if (bpos == l_bhw[cur]) begin bpos = 0; bch = bch + 1; end
                         racc[nb_cur + p_i[PIPE_DEPTH-1][j]] <=
                             (l_rkind[cur] == 1 && l_rbias[cur] >= 0) ? bias_mem[l_rbias[cur] + p_i[PIPE_DEPTH-1][j]][ACC_W-1:0] : {ACC_W{1'b0}};
                         if (p_spk[PIPE_DEPTH-1][j]) begin
@@ -345,6 +358,8 @@ module snn_core #(
                         end
                     end
                 upd_cnt <= cnt_now;
+                wb_ch <= bch;
+                wb_pos <= bpos;
             end
             case (state)
                 S_RESET: if (init) begin state <= S_DEC; rec_i <= 0; fld <= 0; dec_v <= 1'b0; n_layers <= 0; ready <= 1'b0; end
@@ -352,6 +367,7 @@ module snn_core #(
                     if (init) begin state <= S_DEC; rec_i <= 0; fld <= 0; dec_v <= 1'b0; n_layers <= 0; ready <= 1'b0; end
                     else if (start) begin
                         cur <= 0; ev_i <= 0; chunk <= 0; ucnt <= 0; upd_cnt <= 0; cycles <= 0; ready <= 1'b0;
+                        wb_ch <= 0; wb_pos <= 0;
                         state <= enter(0, NONE, 0);
                     end
                 end
@@ -363,6 +379,8 @@ module snn_core #(
                     if (dec_v) case (dec_fld)
                         F_OPCODE: f_op <= dec_word;
                         F_ARG: f_arg <= dec_word;
+                        F_D1: f_d1 <= dec_word;
+                        F_D2: f_d2 <= dec_word;
                         F_SYN_BASE: f_syn <= dec_word;
                         F_BIAS_BASE: f_bias <= dec_word;
                         F_NEURON_BASE: f_nbase <= dec_word;
@@ -398,7 +416,16 @@ module snn_core #(
                     dec_v <= 1'b0;
                     rec_op[rec_i] <= f_op[3:0];
                     case (f_op[3:0])
-                        OP_LINEAR: begin lin_arg[rec_i] <= f_arg[7:0]; lin_syn[rec_i] <= f_syn; lin_bias[rec_i] <= f_bias; end
+                        OP_LINEAR: begin
+                            lin_arg[rec_i] <= f_arg[7:0]; lin_syn[rec_i] <= f_syn; lin_bias[rec_i] <= f_bias; lin_bhw[rec_i] <= 1;
+                        end
+                        OP_CONV: begin  // stored unrolled (dense rows; the driver refuses kernels): a linear layer
+                            lin_arg[rec_i] <= f_arg[7:0]; lin_syn[rec_i] <= f_syn; lin_bias[rec_i] <= f_bias;
+                            lin_bhw[rec_i] <= f_d1[IDX_W-1:0] * f_d2[IDX_W-1:0];  // bias per output channel: H*W outputs per word
+                        end
+                        OP_FLATTEN: begin  // renames axes only: stands for its input
+                            rec_op[rec_i] <= rec_op[f_arg[7:0]]; rec_slot[rec_i] <= rec_slot[f_arg[7:0]];
+                        end
                         OP_OUTPUT: out_slot <= rec_slot[f_arg[7:0]];
                         OP_LIF, OP_CUBA: begin : commit_neuron
                             integer big, bigi, rf;
@@ -412,6 +439,7 @@ module snn_core #(
                             l_sbase[n_layers] <= f_sbase;
                             l_syn[n_layers] <= lin_syn[f_arg[7:0]];
                             l_bias[n_layers] <= lin_bias[f_arg[7:0]];
+                            l_bhw[n_layers] <= lin_bhw[f_arg[7:0]];
                             l_src_in[n_layers] <= rec_op[lin_arg[f_arg[7:0]]] == OP_INPUT;
                             l_src[n_layers] <= rec_slot[lin_arg[f_arg[7:0]]];
                             l_rkind[n_layers] <= f_rkind[1:0];
@@ -440,7 +468,7 @@ module snn_core #(
                         default: ;
                     endcase
                     if (f_op == 0 || rec_i == MAX_REC - 1) begin
-                        state <= S_CLEAR; cur <= 0; clr_i <= 0;
+                        state <= S_CLEAR; cur <= 0; clr_i <= 0; cl_ch <= 0; cl_pos <= 0;
                     end else begin
                         state <= S_DEC; rec_i <= rec_i + 1;
                     end
@@ -450,12 +478,16 @@ module snn_core #(
                     else begin
                         state_ram[l_sbase[cur] + clr_i] <= state_init[l_sbase[cur] + clr_i];
                         if (l_cuba[cur]) state_ram[l_sbase[cur] + n_cur + clr_i] <= state_init[l_sbase[cur] + n_cur + clr_i];
-                        acc[nb_cur + clr_i] <= l_bias[cur] < 0 ? {ACC_W{1'b0}} : bias_mem[l_bias[cur] + clr_i][ACC_W-1:0];
+                        acc[nb_cur + clr_i] <= l_bias[cur] < 0 ? {ACC_W{1'b0}} : bias_mem[l_bias[cur] + cl_ch][ACC_W-1:0];
                         racc[nb_cur + clr_i] <=
                             (l_rkind[cur] == 1 && l_rbias[cur] >= 0) ? bias_mem[l_rbias[cur] + clr_i][ACC_W-1:0] : {ACC_W{1'b0}};
                         ev_cnt[cur] <= 0;
-                        if (clr_i + 1 >= n_cur) begin clr_i <= 0; cur <= cur + 1; end
-                        else clr_i <= clr_i + 1;
+                        if (clr_i + 1 >= n_cur) begin clr_i <= 0; cur <= cur + 1; cl_ch <= 0; cl_pos <= 0; end
+                        else begin
+                            clr_i <= clr_i + 1;
+                            if (cl_pos + 1 == l_bhw[cur]) begin cl_pos <= 0; cl_ch <= cl_ch + 1; end
+                            else cl_pos <= cl_pos + 1;
+                        end
                     end
                 end
                 S_FF, S_REC: begin
@@ -488,6 +520,8 @@ module snn_core #(
                         ev_cnt[cur] <= cnt_now;
                         ucnt <= 0;
                         upd_cnt <= 0;
+                        wb_ch <= 0;
+                        wb_pos <= 0;
                         if (cur + 1 == n_layers) begin
                             state <= S_DONE;
                             step_cycles <= cycles + 1;

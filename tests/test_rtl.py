@@ -23,6 +23,7 @@ The Verilator build is cached (keyed by the sources and parameters), so it is co
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -36,7 +37,7 @@ import snntorch as snn
 import torch
 from snncompile.backends.image import write_image
 from snncompile.backends.intsim import CycleModel
-from snncompile.backends.rtl import RtlUnsupportedError, golden_files, rtl_simulate, synthesize
+from snncompile.backends.rtl import RtlUnsupportedError, golden_files, rtl_simulate
 from snncompile.backends.rtl.driver import _check_field_offsets
 from snncompile.quant import prepare_qat
 from torch import nn
@@ -272,14 +273,37 @@ def test_golden_files_agree_with_the_rtl(
     assert stim[0] == int(x[0, 0].sum())
 
 
+MODEL_FILE = (
+    "import torch, snntorch as snn\nfrom torch import nn\nfrom snncompile.quant import prepare_qat\n"
+    "def build():\n    torch.manual_seed(0)\n"
+    "    net = nn.Sequential(nn.Linear(20, 16), snn.Leaky(beta=0.9, init_hidden=True),\n"
+    "                        nn.Linear(16, 4), snn.Leaky(beta=0.9, init_hidden=True))\n"
+    "    with torch.no_grad():\n        [p.mul_(3.0) for p in net.parameters()]\n"
+    "    return prepare_qat(net)\n"
+)
+
+
 @pytest.mark.slow
-def test_synthesis_figures() -> None:
+def test_synthesis_figures_land_in_the_compile_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`compile --synth` runs yosys on the core for the target's family and reports its resources."""
     if shutil.which("yosys") is None:
         pytest.skip("yosys is not installed")
-    figures = synthesize("xilinx", timeout=300)
-    assert figures is not None
+    from click.testing import CliRunner
+
+    from snncompile.cli import main
+
+    (tmp_path / "m.py").write_text(MODEL_FILE)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        main, ["compile", "m.py:build", "--target", "artix7-100t", "--synth", "-o", "b"]
+    )
+    assert result.exit_code == 0, result.stderr
+    figures = json.loads((tmp_path / "b" / "report.json").read_text())["synthesis"]
     assert figures["luts"] > 0 and figures["flip_flops"] > 0
     assert figures["block_rams"] >= 0 and figures["dsps"] >= 0
+    assert "synthesis of the reference core (synth_xilinx" in (tmp_path / "b" / "report.txt").read_text()
 
 
 def test_cli_compile_golden_and_rtl_sim_with_a_relative_build_path(
@@ -290,14 +314,7 @@ def test_cli_compile_golden_and_rtl_sim_with_a_relative_build_path(
 
     from snncompile.cli import main
 
-    (tmp_path / "m.py").write_text(
-        "import torch, snntorch as snn\nfrom torch import nn\nfrom snncompile.quant import prepare_qat\n"
-        "def build():\n    torch.manual_seed(0)\n"
-        "    net = nn.Sequential(nn.Linear(20, 16), snn.Leaky(beta=0.9, init_hidden=True),\n"
-        "                        nn.Linear(16, 4), snn.Leaky(beta=0.9, init_hidden=True))\n"
-        "    with torch.no_grad():\n        [p.mul_(3.0) for p in net.parameters()]\n"
-        "    return prepare_qat(net)\n"
-    )
+    (tmp_path / "m.py").write_text(MODEL_FILE)
     np.savez(tmp_path / "x.npz", x=(np.random.default_rng(0).random((12, 2, 20)) < 0.3).astype(np.uint8))
     monkeypatch.chdir(tmp_path)
     run = CliRunner().invoke

@@ -15,7 +15,7 @@ Contract under test:
 * A corrupted synapse word (one weight of a row that receives events) changes the RTL result.
 * Unsupported programs are refused before simulation with :class:`RtlUnsupportedError`.
 * Golden vectors written from the integer simulator agree with the RTL run.
-* Yosys synthesizes the core for a Xilinx 7-series part with positive LUT and flip-flop counts (slow,
+* `compile --synth` synthesizes the core with Yosys for a Xilinx 7-series part and the report holds positive LUT and flip-flop counts (slow,
   about 45 s).
 
 The Verilator build is cached (keyed by the sources and parameters), so it is compiled once.

@@ -12,7 +12,7 @@ from snncompile.errors import (
     TraceError,
     UnsupportedModuleError,
 )
-from snncompile.frontend import trace
+from snncompile.frontend import export_nir, import_nir, trace, write_nir
 from snncompile.interpreters import Run, run_float, run_integer
 from snncompile.ir import Graph, load_graph, save_graph
 from snncompile.targets import Target, load_target
@@ -34,10 +34,13 @@ __all__ = [
     "__version__",
     "compile",
     "compile_graph",
+    "export_nir",
+    "import_nir",
     "load_graph",
     "load_target",
     "run_float",
     "run_integer",
     "save_graph",
     "trace",
+    "write_nir",
 ]

@@ -131,12 +131,7 @@ def _immediate(op: QLIF | QCubaLIF, mem: Array, spk: Array, r: Array, thr: Array
     return out
 
 
-Recur = Callable[[Recurrence, Array], Array]
-
-
-def eval_qlif(
-    op: QLIF, args: list[Array], sat: Counter, recur: Recur = recurrent_int
-) -> tuple[Array, dict[str, Array]]:
+def eval_qlif(op: QLIF, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
     (x,) = args
     f, d = op.mem.frac, op.decay_frac
     big = max(f + d, op.in_frac, op.rec_frac if op.recurrence is not None else op.in_frac)
@@ -149,7 +144,7 @@ def eval_qlif(
         cur = x[t] if op.bias is None else x[t] + op.bias
         acc = ((op.beta * m0) << (big - f - d)) + (cur << (big - op.in_frac))
         if op.recurrence is not None:
-            acc = acc + (recur(op.recurrence, spk * op.graded) << (big - op.rec_frac))
+            acc = acc + (recurrent_int(op.recurrence, spk * op.graded) << (big - op.rec_frac))
         if op.reset == "subtract":
             acc = acc - ((r * op.threshold) << (big - f))
         elif op.reset == "zero" and op.zero_mode == "drop_update":
@@ -165,9 +160,7 @@ def eval_qlif(
     return np.stack(spikes), {"mem": np.stack(mems)}
 
 
-def eval_qcubalif(
-    op: QCubaLIF, args: list[Array], sat: Counter, recur: Recur = recurrent_int
-) -> tuple[Array, dict[str, Array]]:
+def eval_qcubalif(op: QCubaLIF, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
     (x,) = args
     f, fs = op.mem.frac, op.syn.frac
     big_i = max(fs + op.alpha_frac, op.in_frac, op.rec_frac if op.recurrence is not None else op.in_frac)
@@ -180,7 +173,7 @@ def eval_qcubalif(
         r = (mem > op.threshold).astype(np.int64)
         acc_i = ((op.alpha * syn) << (big_i - fs - op.alpha_frac)) + (x[t] << (big_i - op.in_frac))
         if op.recurrence is not None:
-            acc_i = acc_i + (recur(op.recurrence, spk * op.graded) << (big_i - op.rec_frac))
+            acc_i = acc_i + (recurrent_int(op.recurrence, spk * op.graded) << (big_i - op.rec_frac))
         acc = ((op.beta * mem) << (big - f - op.decay_frac)) + (acc_i << (big - big_i))
         if op.reset == "subtract":
             acc = acc - ((r * op.threshold) << (big - f))

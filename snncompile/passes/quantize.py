@@ -228,51 +228,40 @@ def _bias(st: _State, node: str, bias: np.ndarray, frac: int) -> np.ndarray:
     return codes
 
 
-def _q_lif(st: _State, node: str, op: LIF, in_frac: int) -> Op:
+def _q_neuron(st: _State, node: str, op: LIF | CubaLIF, in_frac: int) -> dict[str, Any]:
+    """The fields every fixed-point neuron shares: state format, decay, threshold, timing, spikes."""
     mem, exact_state = _state_format(st, node, "mem", op.mem_quant)
     g_codes, g = _graded(st, node, op.graded)
     rec, rec_frac = _recurrence(st, node, op.recurrence, g)
-    return QLIF(
-        beta=_decay(st, node, "beta", op.beta),
-        decay_frac=st.target.decay_frac,
-        threshold=_on_grid(st, node, "threshold", op.threshold, mem.frac, exact_only=exact_state),
-        mem=mem,
-        in_frac=in_frac,
-        reset=op.reset,
-        reset_delay=op.reset_delay,
-        zero_mode=op.zero_mode,
-        graded=g_codes,
-        graded_frac=g,
-        recurrence=rec,
-        rec_frac=rec_frac,
-        bias=None if op.bias is None else _on_grid(st, node, "bias", op.bias, in_frac, exact_only=False),
-        floor=None
-        if op.floor is None
-        else int(_on_grid(st, node, "floor", np.array(op.floor), mem.frac, True)),
-    )
+    return {
+        "beta": _decay(st, node, "beta", op.beta),
+        "decay_frac": st.target.decay_frac,
+        "threshold": _on_grid(st, node, "threshold", op.threshold, mem.frac, exact_only=exact_state),
+        "mem": mem,
+        "in_frac": in_frac,
+        "reset": op.reset,
+        "reset_delay": op.reset_delay,
+        "graded": g_codes,
+        "graded_frac": g,
+        "recurrence": rec,
+        "rec_frac": rec_frac,
+    }
+
+
+def _q_lif(st: _State, node: str, op: LIF, in_frac: int) -> Op:
+    common = _q_neuron(st, node, op, in_frac)
+    floor = None
+    if op.floor is not None:
+        floor = int(_on_grid(st, node, "floor", np.array(op.floor), common["mem"].frac, True))
+    bias = None if op.bias is None else _on_grid(st, node, "bias", op.bias, in_frac, exact_only=False)
+    return QLIF(zero_mode=op.zero_mode, bias=bias, floor=floor, **common)
 
 
 def _q_cubalif(st: _State, node: str, op: CubaLIF, in_frac: int) -> Op:
-    mem, exact_state = _state_format(st, node, "mem", op.mem_quant)
+    common = _q_neuron(st, node, op, in_frac)
     syn, _ = _state_format(st, node, "syn", op.syn_quant)
-    g_codes, g = _graded(st, node, op.graded)
-    rec, rec_frac = _recurrence(st, node, op.recurrence, g)
-    return QCubaLIF(
-        alpha=_decay(st, node, "alpha", op.alpha),
-        alpha_frac=st.target.decay_frac,
-        beta=_decay(st, node, "beta", op.beta),
-        decay_frac=st.target.decay_frac,
-        threshold=_on_grid(st, node, "threshold", op.threshold, mem.frac, exact_only=exact_state),
-        mem=mem,
-        syn=syn,
-        in_frac=in_frac,
-        reset=op.reset,
-        reset_delay=op.reset_delay,
-        graded=g_codes,
-        graded_frac=g,
-        recurrence=rec,
-        rec_frac=rec_frac,
-    )
+    alpha = _decay(st, node, "alpha", op.alpha)
+    return QCubaLIF(alpha=alpha, alpha_frac=st.target.decay_frac, syn=syn, **common)
 
 
 def _q_pool(st: _State, node: str, op: Op, in_frac: int) -> Op:

@@ -412,19 +412,26 @@ def test_neuron_called_with_explicit_state_is_refused() -> None:
         snncompile.trace(Net(), X1)
 
 
-def test_neuron_state_read_in_forward_is_refused() -> None:
+def test_neuron_state_read_in_forward_traces() -> None:
+    """``init_leaky()`` in forward (snnTorch's tutorial style) starts the neuron from zero: the same
+    graph as the init_hidden=True twin (tests/test_forward_styles.py covers the time-loop forms)."""
+
     class Net(nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, init_hidden: bool) -> None:
             super().__init__()
             self.fc = nn.Linear(N_IN, N_HID)
-            self.lif = snn.Leaky(beta=0.9)
+            self.lif = snn.Leaky(beta=0.9, init_hidden=init_hidden)
 
         def forward(self, x: torch.Tensor) -> Any:
+            if self.lif.init_hidden:
+                return self.lif(self.fc(x))
             mem = self.lif.init_leaky()
             return self.lif(self.fc(x), mem)
 
-    with pytest.raises(UnsupportedModuleError, match=r"^get_attr 'lif\.mem' in forward .* is not supported"):
-        snncompile.trace(Net(), X1)
+    torch.manual_seed(0)
+    net, twin = Net(False), Net(True)
+    twin.load_state_dict(net.state_dict())
+    assert snncompile.trace(net, X1) == snncompile.trace(twin, X1)
 
 
 def test_output_tuple_fed_into_linear_is_refused() -> None:

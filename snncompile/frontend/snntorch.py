@@ -1,11 +1,15 @@
-"""The snnTorch frontend: traces a single-step module into a float IR graph.
+"""The snnTorch frontend: traces a module into a float IR graph of one time step.
 
-The module is traced with torch.fx, neurons and layers as leaf modules, so both ``nn.Sequential``
-stacks of ``init_hidden=True`` neurons and hand-written ``forward`` methods work. Each leaf module is
-turned into ops by the handler registered for its exact type (:data:`HANDLERS`); anything else is
-refused by name. Handlers read what the module really computes, not only its ``state_dict``: the
-delayed reset comes from ``state_function``, LeakyParallel's decay from ``rnn.weight_hh_l0``, brevitas
-weights from ``quant_weight()``.
+A single-step module (``nn.Sequential`` stacks of ``init_hidden=True`` neurons, or a hand-written
+``forward``) is traced with torch.fx, neurons and layers as leaf modules. A forward with its own time
+loop (snnTorch's tutorial style, ``init_leaky()`` and ``for step in range(num_steps)``) is run once on
+the example input, recorded and folded back into one step by :mod:`.unroll`; both end in the same
+conversion. Each leaf module is turned into ops by the handler registered for its exact type
+(:data:`HANDLERS`), functional glue (``F.max_pool2d``, ``.view(x.size(0), -1)``) by
+:mod:`.functional`; anything else is refused by name. Handlers read what the module really computes,
+not only its ``state_dict``: the delayed reset comes from ``state_function``, LeakyParallel's decay
+from ``rnn.weight_hh_l0``, brevitas weights from ``quant_weight()``. :func:`trace_forward` also says
+how forward's argument and return values map onto a run of the graph (:mod:`.traced`).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from snncompile.errors import (
     TraceError,
     UnsupportedModuleError,
 )
+from snncompile.frontend import functional, unroll
+from snncompile.frontend.traced import ForwardOutput, InputMode, TracedForward
 from snncompile.ir import (
     LIF,
     AvgPool2d,
@@ -449,22 +455,30 @@ def _identity(ctx: Context, path: str, m: Any, x: str) -> Value:
 # ------------------------------------------------------------------------------------ tracing
 
 
+def _is_leaf(m: nn.Module) -> bool:
+    """Library modules are leaves (handled or refused by name); containers and user modules are traced into."""
+    if isinstance(m, nn.Sequential):
+        return False
+    return isinstance(m, tuple(HANDLERS)) or m.__module__.startswith(("torch.nn", "snntorch", "brevitas"))
+
+
 class _Tracer(fx.Tracer):
     """Traces into containers and user modules; library modules stay leaves (handled or refused)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, nn.Sequential):
-            return False
-        return isinstance(m, tuple(HANDLERS)) or m.__module__.startswith(("torch.nn", "snntorch", "brevitas"))
+        return _is_leaf(m)
 
 
-_FLATTEN_FNS: tuple[Any, ...] = (torch.flatten, "flatten")
+def _node_args(node: fx.Node) -> list[fx.Node]:
+    found: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), found.append)
+    return found
 
 
 def _tensor_arg(node: fx.Node, values: dict[fx.Node, Value], what: str) -> str:
-    if not node.args or not isinstance(node.args[0], fx.Node):
+    if not node.args or not isinstance(node.args[0], fx.Node) or node.args[0] not in values:
         raise UnsupportedModuleError(f"{what} takes no tensor input")
-    extra = [a for a in list(node.args[1:]) + list(node.kwargs.values()) if isinstance(a, fx.Node)]
+    extra = [a for a in _node_args(node)[1:] if a in values]
     if extra:
         raise UnsupportedModuleError(
             f"{what} is called with {len(extra) + 1} tensor arguments; neurons must keep their own state "
@@ -480,49 +494,249 @@ def _tensor_arg(node: fx.Node, values: dict[fx.Node, Value], what: str) -> str:
     return value.node
 
 
-def _flatten_call(ctx: Context, node: fx.Node, values: dict[fx.Node, Value]) -> Value:
-    x = _tensor_arg(node, values, f"{node.name}")
-    args = list(node.args[1:])
-    start = node.kwargs.get("start_dim", args[0] if args else 0)
-    end = node.kwargs.get("end_dim", args[1] if len(args) > 1 else -1)
-    if not isinstance(start, int) or not isinstance(end, int):
-        raise UnsupportedModuleError(f"{node.format_node()}: flatten dims must be constant integers")
-    return _flatten_dims(ctx, node.name, x, start, end)
+_INT_OPS: tuple[Any, ...] = (operator.add, operator.sub, operator.mul, operator.floordiv)
 
 
-def _getitem(ctx: Context, node: fx.Node, values: dict[fx.Node, Value]) -> Value:
-    src, index = node.args
-    value = values[src] if isinstance(src, fx.Node) else None
-    if value is None or value.state != "tuple" or not isinstance(index, int):
-        raise UnsupportedModuleError(f"indexing {node.name!r} ({node.format_node()}) is not supported")
-    states = ctx.neuron_states[value.node]
-    if index == 0:
-        return Value(value.node)
-    if 1 <= index <= len(states):
-        return Value(value.node, states[index - 1])
-    raise UnsupportedModuleError(f"{node.name!r}: neuron {value.node!r} returns {1 + len(states)} values")
+class _Converter:
+    """Turns a one-step torch.fx graph into IR nodes, one fx opcode per method (the fx Interpreter
+    pattern): modules through :data:`HANDLERS`, calls through :mod:`.functional`.
+
+    ``step_shape`` is one time step of the input, (B, *input_shape). Values computed from shapes
+    (``x.size(0)``, ``x.shape``) are kept as Python values in ``consts``, so ``view(x.size(0), -1)``
+    resolves to the example's sizes.
+    """
+
+    def __init__(self, module: nn.Module, step_shape: Shape) -> None:
+        self.module = module
+        self.batch = int(step_shape[0])
+        self.input_shape = tuple(step_shape[1:])
+        self.ctx = Context(Graph(), {}, {})
+        self.values: dict[fx.Node, Value] = {}
+        self.consts: dict[fx.Node, Any] = {}
+        self.called: set[str] = set()
+        self.returned: list[Value] = []
+        self.single = True
+
+    def run(self, fx_graph: fx.Graph) -> Graph:
+        for node in fx_graph.nodes:
+            getattr(self, node.op)(node)
+        if not self.returned:
+            raise UnsupportedModuleError("forward returns nothing; expected a tensor of output spikes")
+        graph = self.ctx.graph
+        graph.add("output", Output(), (self.returned[0].node,), source="output")
+        _check_whole_sequence(graph)
+        graph.verify()
+        return graph
+
+    def outputs(self) -> tuple[ForwardOutput, ...]:
+        """What a one-step (or whole-sequence) forward returns, by position."""
+        graph = self.ctx.graph
+        step = None if graph.whole_sequence else -1
+        neurons = set(graph.neurons())
+        out: list[ForwardOutput] = []
+        for v in self.returned:
+            if v.state == "tuple":
+                out += [ForwardOutput(v.node, var, step) for var in ("spk", *self.ctx.neuron_states[v.node])]
+            elif v.state is not None:
+                out.append(ForwardOutput(v.node, v.state, step))
+            else:
+                out.append(ForwardOutput(v.node, "spk" if v.node in neurons else "output", step))
+        return tuple(out)
+
+    # ------------------------------------------------------------------------------ opcodes
+
+    def placeholder(self, node: fx.Node) -> None:
+        if self.values:
+            raise UnsupportedModuleError(
+                f"forward takes a second argument {node.name!r}; snncompile traces single-step modules "
+                "whose only argument is the input (neurons keep their state: init_hidden=True)"
+            )
+        self.values[node] = Value(self.ctx.add("input", Input(self.input_shape), ()))
+
+    def call_module(self, node: fx.Node) -> None:
+        target = str(node.target)
+        sub = self.module.get_submodule(target)
+        sub_type = module_type(sub)
+        handler = HANDLERS.get(sub_type)
+        if handler is None:
+            raise UnsupportedModuleError(
+                f"module {target!r} ({sub_type.__module__}.{sub_type.__name__}) is not supported; "
+                f"supported: {_supported()} (exact types: subclasses are refused)"
+            )
+        if isinstance(sub, snn.SpikingNeuron | snn.LeakyParallel | QuantLeakyParallel):
+            if target in self.called:
+                raise UnsupportedModuleError(
+                    f"neuron module {target!r} is called twice per step; a neuron has one state, "
+                    "so use one module per layer"
+                )
+            self.called.add(target)
+        x = _tensor_arg(node, self.values, f"module {target!r}")
+        self.values[node] = handler(self.ctx, target, sub, x)
+
+    def call_function(self, node: fx.Node) -> None:
+        self._call(node)
+
+    def call_method(self, node: fx.Node) -> None:
+        self._call(node)
+
+    def get_attr(self, node: fx.Node) -> None:
+        raise self._refuse(node)
+
+    def output(self, node: fx.Node) -> None:
+        ret = node.args[0]
+        items = list(ret) if isinstance(ret, tuple | list) else [ret]
+        if not items or not all(isinstance(i, fx.Node) and i in self.values for i in items):
+            raise UnsupportedModuleError(f"the module returns {ret!r}; expected a tensor of output spikes")
+        values = [self.values[i] for i in items]  # type: ignore[index]
+        if any(v.node != values[0].node for v in values[1:]):
+            raise UnsupportedModuleError(
+                "the module returns values of several layers; return the output layer's spikes (and its states)"
+            )
+        self.returned = values
+        self.single = not isinstance(ret, tuple | list) and values[0].state != "tuple"
+
+    # -------------------------------------------------------------------------------- calls
+
+    def _call(self, node: fx.Node) -> None:
+        target = node.target
+        name = functional.call_name(target)
+        if target is operator.getitem:
+            self._getitem(node)
+        elif self._shape_query(node):
+            pass
+        elif target in functional.IDENTITY:
+            self.values[node] = Value(_tensor_arg(node, self.values, name))
+        elif target in functional.FLATTEN:
+            self._flatten(node, name)
+        elif target in functional.RESHAPE:
+            x = _tensor_arg(node, self.values, name)
+            dims = functional.reshape_dims(target, node.args, dict(node.kwargs), self._resolve)
+            merged = functional.flatten_range(target, (self.batch, *self.ctx.shapes[x]), dims)
+            self.values[node] = Value(x) if merged is None else _flatten_dims(self.ctx, node.name, x, *merged)
+        elif target in functional.POOLS:
+            x = _tensor_arg(node, self.values, name)
+            op = functional.pool_op(target, node.args, dict(node.kwargs))
+            self.values[node] = Value(self.ctx.add(node.name, op, (x,)))
+        else:
+            raise self._refuse(node)
+
+    def _refuse(self, node: fx.Node) -> UnsupportedModuleError:
+        return functional.refusal(node.op, node.target, node.format_node() or node.name, _supported())
+
+    def _full_shape(self, node: Any) -> tuple[int, ...]:
+        value = self.values.get(node) if isinstance(node, fx.Node) else None
+        if value is None or value.state == "tuple":
+            raise UnsupportedModuleError(f"the shape of {node!r} in forward is not known (not a tensor)")
+        return (self.batch, *self.ctx.shapes[value.node])
+
+    def _resolve(self, a: Any) -> Any:
+        if isinstance(a, fx.Node):
+            if a not in self.consts:
+                raise UnsupportedModuleError(
+                    f"{a.name!r} in forward is a tensor used as a size; sizes must be constants, x.size(i) or x.shape[i]"
+                )
+            return self.consts[a]
+        if isinstance(a, tuple | list):
+            return type(a)(self._resolve(i) for i in a)
+        return a
+
+    def _is_value(self, a: Any) -> bool:
+        return isinstance(a, fx.Node) and a in self.values
+
+    def _shape_query(self, node: fx.Node) -> bool:
+        """``x.size()``, ``x.size(i)``, ``x.shape``, ``x.dim()`` and integer arithmetic on them."""
+        target, args = node.target, node.args
+        if (
+            node.op == "call_method"
+            and target in functional.SHAPE_QUERIES
+            and args
+            and self._is_value(args[0])
+        ):
+            shape = self._full_shape(args[0])
+            if target == "dim":
+                self.consts[node] = len(shape)
+            else:
+                dim = node.kwargs.get("dim", args[1] if len(args) > 1 else None)
+                if dim is not None and not isinstance(dim, int):
+                    raise UnsupportedModuleError(
+                        f"{node.format_node()}: the size's dim must be a constant integer"
+                    )
+                self.consts[node] = tuple(shape) if dim is None else shape[dim]
+            return True
+        if target is getattr and len(args) == 2 and args[1] == "shape" and self._is_value(args[0]):
+            self.consts[node] = self._full_shape(args[0])
+            return True
+        if target in _INT_OPS and all(a in self.consts for a in _node_args(node)):
+            resolved = [self._resolve(a) for a in args]
+            if all(isinstance(a, int) for a in resolved):
+                self.consts[node] = target(*resolved)  # type: ignore[operator]
+                return True
+        return False
+
+    def _getitem(self, node: fx.Node) -> None:
+        src, index = node.args
+        if isinstance(src, fx.Node) and src in self.consts:
+            self.consts[node] = self.consts[src][index]
+            return
+        value = self.values.get(src) if isinstance(src, fx.Node) else None
+        if value is None or value.state != "tuple" or not isinstance(index, int):
+            raise UnsupportedModuleError(
+                f"indexing {node.name!r} ({node.format_node()}) is not supported; "
+                f"{functional.hint(operator.getitem)}"
+            )
+        states = self.ctx.neuron_states[value.node]
+        if index == 0:
+            self.values[node] = Value(value.node)
+        elif 1 <= index <= len(states):
+            self.values[node] = Value(value.node, states[index - 1])
+        else:
+            raise UnsupportedModuleError(
+                f"{node.name!r}: neuron {value.node!r} returns {1 + len(states)} values"
+            )
+
+    def _flatten(self, node: fx.Node, name: str) -> None:
+        x = _tensor_arg(node, self.values, name)
+        args = list(node.args[1:])
+        start = node.kwargs.get("start_dim", args[0] if args else 0)
+        end = node.kwargs.get("end_dim", args[1] if len(args) > 1 else -1)
+        if not isinstance(start, int) or not isinstance(end, int):
+            raise UnsupportedModuleError(f"{node.format_node()}: flatten dims must be constant integers")
+        self.values[node] = _flatten_dims(self.ctx, node.name, x, start, end)
 
 
-def _output(ctx: Context, node: fx.Node, values: dict[fx.Node, Value]) -> str:
-    """The IR node whose spikes the module returns (a neuron's extra returned states are allowed)."""
-    ret = node.args[0]
-    items = list(ret) if isinstance(ret, tuple | list) else [ret]
-    if not items or not all(isinstance(i, fx.Node) for i in items):
-        raise UnsupportedModuleError(f"the module returns {ret!r}; expected a tensor of output spikes")
-    first = values[items[0]]  # type: ignore[index]
-    if any(values[i].node != first.node for i in items[1:]):  # type: ignore[index]
-        raise UnsupportedModuleError(
-            "the module returns values of several layers; return the output layer's spikes (and its states)"
-        )
-    return first.node
+def _is_time_loop(fx_graph: fx.Graph, module: nn.Module) -> bool:
+    """Whether torch.fx unrolled a time loop: a neuron called more than once, or a neuron state read in
+    forward (``init_leaky()``); such a forward is recorded and folded by :mod:`.unroll` instead."""
+    calls: dict[str, int] = {}
+    for node in fx_graph.nodes:
+        if node.op == "get_attr":
+            return True
+        if node.op == "call_module" and isinstance(module.get_submodule(str(node.target)), snn.SpikingNeuron):
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    return any(n > 1 for n in calls.values())
 
 
 def trace(module: nn.Module, example_input: Any) -> Graph:
-    """Traces a single-step snnTorch module into a float IR graph.
+    """Traces an snnTorch module into a float IR graph of one time step; see :func:`trace_forward`."""
+    return trace_forward(module, example_input).graph
 
-    ``example_input`` is one time step, shaped (B, *input_shape); only its shape is used and the module
-    is not run. Models built on ``LeakyParallel`` take the whole sequence per call; they are traced from
-    the same one-step example.
+
+def trace_forward(module: nn.Module, example_input: Any) -> TracedForward:
+    """Traces an snnTorch module into a float IR graph of one time step, and says what forward returns.
+
+    ``example_input`` is what forward takes. For a single-step module (``init_hidden=True`` neurons,
+    or neurons called with their input alone) that is one time step (B, *input_shape); only its shape
+    is used (torch.fx) and the module is not run. A forward with its own time loop (snnTorch's
+    tutorial style: ``init_leaky()`` and ``for step in range(num_steps)``) takes (B, *input_shape) when
+    it injects that input at every step, or x[T, B, *input_shape] when it reads ``x[step]``; it is run
+    once on ``example_input`` from zero neuron state (in eval mode, the module is left as it was) and
+    its repeated step is folded into the same graph as its ``init_hidden=True`` twin
+    (:mod:`.unroll`). Models built on ``LeakyParallel`` take the whole sequence per call; they are
+    traced from the same one-step example.
+
+    The result's ``sequence(x)`` is the per-step input ``x[T, B, ...]`` of the run reproducing
+    ``forward(x)`` (a static input repeated ``steps`` times), and ``returned(run)`` reads forward's
+    return values from that run (:mod:`.traced`).
     """
     if not isinstance(module, nn.Module):
         raise TraceError(f"expected a torch.nn.Module, got {type(module).__name__}")
@@ -531,62 +745,30 @@ def trace(module: nn.Module, example_input: Any) -> Graph:
         raise TraceError(
             f"example_input must be one time step shaped (B, *input_shape), got shape {shape or 'none'}"
         )
+    fx_error: str | None = None
     try:
-        fx_graph = _Tracer().trace(module)
+        with unroll.preserved(module):  # forward may call init_leaky(), which replaces the state
+            fx_graph: fx.Graph | None = _Tracer().trace(module)
     except SnnCompileError:
         raise
-    except Exception as e:  # torch.fx raises many types; report the first line
-        raise TraceError(f"torch.fx cannot trace {type(module).__name__}: {str(e).splitlines()[0]}") from None
-    ctx = Context(Graph(), {}, {})
-    values: dict[fx.Node, Value] = {}
-    called: set[str] = set()
-    out: str | None = None
-    for node in fx_graph.nodes:
-        if node.op == "placeholder":
-            if values:
-                raise UnsupportedModuleError(
-                    f"forward takes a second argument {node.name!r}; snncompile traces single-step modules "
-                    "whose only argument is the input (neurons keep their state: init_hidden=True)"
-                )
-            values[node] = Value(ctx.add("input", Input(shape[1:]), ()))
-        elif node.op == "call_module":
-            target = str(node.target)
-            sub = module.get_submodule(target)
-            sub_type = module_type(sub)
-            handler = HANDLERS.get(sub_type)
-            if handler is None:
-                raise UnsupportedModuleError(
-                    f"module {target!r} ({sub_type.__module__}.{sub_type.__name__}) is not supported; "
-                    f"supported: {_supported()} (exact types: subclasses are refused)"
-                )
-            if isinstance(sub, snn.SpikingNeuron | snn.LeakyParallel | QuantLeakyParallel):
-                if target in called:
-                    raise UnsupportedModuleError(
-                        f"neuron module {target!r} is called twice per step; a neuron has one state, "
-                        "so use one module per layer"
-                    )
-                called.add(target)
-            x = _tensor_arg(node, values, f"module {target!r}")
-            values[node] = handler(ctx, target, sub, x)
-        elif node.op == "call_function" and node.target is operator.getitem:
-            values[node] = _getitem(ctx, node, values)
-        elif (node.op == "call_function" and node.target in _FLATTEN_FNS) or (
-            node.op == "call_method" and node.target in _FLATTEN_FNS
-        ):
-            values[node] = _flatten_call(ctx, node, values)
-        elif node.op == "output":
-            out = _output(ctx, node, values)
-        else:
-            what = getattr(node.target, "__name__", str(node.target))
-            raise UnsupportedModuleError(
-                f"{node.op} {what!r} in forward ({node.format_node()}) is not supported; supported: the "
-                f"modules {_supported()}, torch.flatten / Tensor.flatten, and indexing a neuron's output tuple"
-            )
-    assert out is not None
-    ctx.graph.add("output", Output(), (out,), source="output")
-    _check_whole_sequence(ctx.graph)
-    ctx.graph.verify()
-    return ctx.graph
+    except Exception as e:  # torch.fx raises many types; keep the first line for the messages
+        fx_graph, fx_error = None, (str(e).splitlines() or [type(e).__name__])[0]
+    if fx_graph is not None and not _is_time_loop(fx_graph, module):
+        converter = _Converter(module, shape)
+        graph = converter.run(fx_graph)
+        mode: InputMode = "sequence" if graph.whole_sequence else "step"
+        steps = None if graph.whole_sequence else 1
+        return TracedForward(graph, mode, steps, converter.outputs(), converter.single)
+    x = torch.as_tensor(example_input)
+    if x.dtype != torch.float32:
+        x = x.to(torch.float32)
+    folded = unroll.fold(module, x, _is_leaf, fx_error)
+    converter = _Converter(module, folded.step_shape)
+    graph = converter.run(folded.graph)
+    nodes = {graph.source(n): n for n in graph.neurons()}
+    outputs = tuple(ForwardOutput(nodes[path], var, step) for path, var, step in folded.outputs)
+    mode = "sequence" if folded.sequence else "static"
+    return TracedForward(graph, mode, folded.steps, outputs, folded.single)
 
 
 def _check_whole_sequence(graph: Graph) -> None:

@@ -1,0 +1,87 @@
+"""What a traced ``forward`` computes, in terms of a run of its graph.
+
+:func:`snncompile.trace` returns the graph only. :func:`snncompile.frontend.snntorch.trace_forward` also
+returns a :class:`TracedForward`, which says how forward's argument becomes the per-step input
+``x[T, B, ...]`` that ``run_float`` (and a compiled program's ``simulate``) take, and where each value
+forward returns lies in the run::
+
+    traced = trace_forward(net, x)
+    run = snncompile.run_float(traced.graph, traced.sequence(x))
+    spk_rec, mem_rec = traced.returned(run)        # == net(x), bit for bit
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from snncompile.interpreters.common import Run
+from snncompile.ir import Graph
+
+InputMode = Literal["step", "static", "sequence"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardOutput:
+    """One value forward returns: ``var`` of graph node ``node``, at one step or at all of them.
+
+    ``var`` is ``"spk"`` (``run.spikes[node]``), a state (``"mem"``, ``"syn"``: ``run.states[node][var]``)
+    or ``"output"`` (``run.output``, when forward returns a layer that is not a neuron). ``step`` is None
+    for a per-step recording stacked over time (``torch.stack(rec, dim=0)``, shaped (T, B, ...)), else the
+    step forward returns (-1: the last), shaped (B, ...).
+    """
+
+    node: str
+    var: str
+    step: int | None
+
+    def of(self, run: Run) -> np.ndarray:
+        if self.var == "output":
+            values = run.output
+        elif self.var == "spk":
+            values = run.spikes[self.node]
+        else:
+            values = run.states[self.node][self.var]
+        return values if self.step is None else values[self.step]
+
+
+@dataclasses.dataclass(frozen=True)
+class TracedForward:
+    """A traced module: its one-step graph and how its forward maps onto a run of the graph.
+
+    ``input_mode``:
+
+    * ``"step"``: forward is one time step (init_hidden=True neurons, or neurons called with their
+      input alone, keeping their state between calls). ``forward(x)`` on a fresh module is step 0 of
+      ``run_float(graph, x[None])``; calling it on ``x[0], x[1], ...`` gives the steps of
+      ``run_float(graph, x)``.
+    * ``"static"``: forward runs its own time loop of ``steps`` steps and injects its argument
+      ``x[B, ...]`` at every step; the graph's input is ``x`` repeated ``steps`` times.
+    * ``"sequence"``: forward takes ``x[T, B, ...]`` and reads ``x[step]`` (or runs the whole sequence in
+      one call, as LeakyParallel does: then ``steps`` is None); the graph's input is ``x`` itself.
+
+    ``outputs`` lists what forward returns, position by position; ``single`` says it returns one tensor
+    rather than a tuple.
+    """
+
+    graph: Graph
+    input_mode: InputMode
+    steps: int | None
+    outputs: tuple[ForwardOutput, ...]
+    single: bool
+
+    def sequence(self, x: Any) -> np.ndarray:
+        """The per-step input ``x[T, B, ...]`` of the run that reproduces ``forward(x)``."""
+        a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        if self.input_mode == "sequence":
+            return a
+        steps = 1 if self.input_mode == "step" else int(self.steps or 1)
+        return np.repeat(a[None], steps, axis=0)
+
+    def returned(self, run: Run) -> np.ndarray | tuple[np.ndarray, ...]:
+        """What forward returns, read from ``run`` (float run: equal values; integer run: their codes)."""
+        values = tuple(o.of(run) for o in self.outputs)
+        return values[0] if self.single else values

@@ -1,0 +1,696 @@
+"""Time loops in forward: run forward once on the example input, record it, fold it back into one step.
+
+snnTorch's tutorials write the time loop inside ``forward``::
+
+    mem1 = self.lif1.init_leaky()
+    for step in range(num_steps):              # or range(x.size(0)) with x[step]
+        spk1, mem1 = self.lif1(self.fc1(x), mem1)
+        ...
+        spk_rec.append(spk2); mem_rec.append(mem2)
+    return torch.stack(spk_rec, dim=0), torch.stack(mem_rec, dim=0)
+
+torch.fx cannot follow a Python loop whose length comes from a tensor, so :func:`fold` runs forward on
+the example tensors instead. A ``TorchFunctionMode`` records every torch call made in forward itself,
+and hooks record every call of a library module (layer or neuron; what happens inside is not
+recorded). A tensor is identified by the object itself, so the record is a dataflow graph.
+
+The record is then checked to be one time step repeated: every neuron is called once per step (its
+k-th call is step k), continues from the state it returned at the previous step (passed back, or kept
+in its own buffers) starting from zero, and the input of its call at step k is the same computation as
+at step 0, reading only step k's values (``x[k]`` of a sequence, or the static input, and the spikes
+of step k). Anything else is refused with one line naming the module and what differs. Step 0 is then
+written out as a one-step ``torch.fx.Graph`` (neurons called with their input alone), which the
+frontend converts like any traced forward, together with what forward returns: per returned value,
+the neuron, the variable (``spk``, ``mem``, ``syn``) and the step (or all steps, for
+``torch.stack(rec, dim=0)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import inspect
+import operator
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import snntorch as snn
+import torch
+import torch.fx as fx
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
+
+from snncompile.errors import SnnCompileError, TraceError, UnsupportedModuleError
+from snncompile.frontend import functional
+from snncompile.quant.qat import QuantLeakyParallel
+
+_NEURON_STATES: tuple[tuple[type[nn.Module], tuple[str, ...], str], ...] = (
+    (snn.RSynaptic, ("spk", "syn", "mem"), "init_rsynaptic"),
+    (snn.RLeaky, ("spk", "mem"), "init_rleaky"),
+    (snn.Synaptic, ("syn", "mem"), "init_synaptic"),
+    (snn.Leaky, ("mem",), "init_leaky"),
+)
+"""Each neuron class's state variables, in the order its forward takes them, and its init method."""
+
+_READS_VALUE = ("__bool__", "__int__", "__float__", "__index__", "item", "tolist", "numpy")
+_FACTORIES = (
+    "zeros_like",
+    "ones_like",
+    "empty_like",
+    "full_like",
+    "new_zeros",
+    "new_ones",
+    "new_empty",
+    "new_full",
+)
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _neuron_kind(m: nn.Module) -> tuple[tuple[str, ...], str] | None:
+    for cls, states, init in _NEURON_STATES:
+        if isinstance(m, cls):
+            return states, init
+    return None
+
+
+# ---------------------------------------------------------------------------------- records
+
+
+@dataclasses.dataclass(frozen=True)
+class _In:
+    """The forward argument: whole (``step`` None) or one step of a sequence, ``x[step]``."""
+
+    step: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Out:
+    """Output ``var`` of recorded call ``call``: ``"spk"``/``"mem"``/``"syn"`` of a neuron, ``""`` for
+    a plain tensor result, ``"0"``, ``"1"``, ... for an item of a tuple result."""
+
+    call: int
+    var: str
+
+
+class _Const:
+    """A tensor forward uses that is not computed from the input (a parameter, a fresh zero tensor)."""
+
+    def __init__(self, t: Tensor) -> None:
+        self.shape = tuple(t.shape)
+        data = t.detach().cpu().contiguous()
+        self.key = (self.shape, str(t.dtype), hashlib.sha1(data.numpy().tobytes()).hexdigest())
+
+    def __repr__(self) -> str:
+        return f"<constant tensor of shape {self.shape}>"
+
+
+Sym = _In | _Out
+
+
+@dataclasses.dataclass
+class _Call:
+    """One recorded call: a module (``target`` its path) or a torch function / Tensor method."""
+
+    index: int
+    target: Any
+    module: bool
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    neuron: bool = False
+    step: int = -1  # a neuron call's step (its call count)
+    returned: tuple[str, ...] = ()  # the vars of a tuple result, by position; () for a single tensor
+
+    @property
+    def name(self) -> str:
+        return str(self.target) if self.module else functional.call_name(_fx_target(self.target))
+
+
+def _method_name(func: Any) -> str | None:
+    name = getattr(func, "__name__", None)
+    if isinstance(name, str) and getattr(torch.Tensor, name, None) is func:
+        return name
+    return None
+
+
+def _fx_target(func: Any) -> Any:
+    """What torch.fx would record: a method name for a Tensor method, else the function itself."""
+    return _method_name(func) or func
+
+
+class _Recorder(TorchFunctionMode):
+    """Records forward's torch calls and library-module calls as a dataflow graph over tensor identities."""
+
+    def __init__(self, x: Tensor, fx_error: str | None, model: str) -> None:
+        super().__init__()
+        self.x = x
+        self.fx_error = fx_error
+        self.model = model
+        self.syms: dict[int, Sym] = {id(x): _In(None)}
+        self.keep: list[Tensor] = [x]  # tracked tensors stay alive, so their ids stay theirs
+        self.calls: list[_Call] = []
+        self.depth = 0
+        self.open: list[_Call | None] = []
+        self.open_paths: list[str] = []
+        self.neuron_calls: dict[str, list[int]] = {}
+        self.state_out: dict[str, dict[str, Tensor]] = {}
+        self.sequence = False
+
+    # ------------------------------------------------------------------------------ tensors
+
+    def _track(self, t: Tensor, sym: Sym) -> None:
+        self.syms[id(t)] = sym
+        self.keep.append(t)
+
+    def _arg(self, a: Any) -> Any:
+        if isinstance(a, Tensor):
+            sym = self.syms.get(id(a))
+            return sym if sym is not None else _Const(a)
+        if isinstance(a, tuple | list):
+            return type(a)(self._arg(i) for i in a)
+        if isinstance(a, dict):
+            return {k: self._arg(v) for k, v in a.items()}
+        return a
+
+    def _record(self, call: _Call, out: Any) -> None:
+        self.calls.append(call)
+        if isinstance(out, Tensor):
+            self._track(out, _Out(call.index, ""))
+        elif isinstance(out, tuple | list):
+            call.returned = tuple(str(i) for i in range(len(out)))
+            for i, item in enumerate(out):
+                if isinstance(item, Tensor):
+                    self._track(item, _Out(call.index, str(i)))
+
+    # ---------------------------------------------------------------------------- functions
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if self.depth:
+            return func(*args, **kwargs)
+        tensors = [a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, Tensor)]
+        tracked = [a for a in tensors if id(a) in self.syms]
+        name = getattr(func, "__name__", "")
+        if tracked and name in _READS_VALUE:
+            raise TraceError(self._data_dependent(name))
+        out = func(*args, **kwargs)
+        if not tracked or name in _FACTORIES:
+            return out
+        if not isinstance(out, Tensor) and not (
+            isinstance(out, tuple | list) and out and all(isinstance(o, Tensor) for o in out)
+        ):
+            return out  # sizes, shapes, dims: Python values
+        if self._input_step(func, args, kwargs, out):
+            return out
+        identity = _method_name(func) in functional.IDENTITY or func in functional.IDENTITY
+        if identity and isinstance(out, Tensor) and id(args[0]) in self.syms:
+            self._track(out, self.syms[id(args[0])])
+            return out
+        call = _Call(len(self.calls), func, False, self._arg(tuple(args)), self._arg(dict(kwargs)))
+        self._record(call, out)
+        return out
+
+    def _data_dependent(self, name: str) -> str:
+        found = (
+            f"Tensor.{name} reads a tensor value into Python (control flow or sizes that depend on the data)"
+        )
+        if self.fx_error is not None:
+            return (
+                f"torch.fx cannot trace {self.model}: {self.fx_error}; and running forward on the example "
+                f"input, {found}, which snncompile cannot follow"
+            )
+        return (
+            f"running forward of {self.model} on the example input, {found}, which snncompile cannot follow"
+        )
+
+    def _input_step(self, func: Any, args: Any, kwargs: Any, out: Any) -> bool:
+        """``x[step]`` or ``x.unbind(0)`` (``for x_t in x``) of the forward argument: one step each."""
+        if not args or self.syms.get(id(args[0])) != _In(None):
+            return False
+        name = _method_name(func) or getattr(func, "__name__", "")
+        steps = self.x.shape[0]
+        if name == "__getitem__":
+            index = args[1]
+            if (
+                isinstance(index, tuple)
+                and index
+                and all(i is Ellipsis or i == slice(None) for i in index[1:])
+            ):
+                index = index[0]
+            if isinstance(index, int) and not isinstance(index, bool) and -steps <= index < steps:
+                self.sequence = True
+                self._track(out, _In(index % steps))
+                return True
+            return False
+        if name == "unbind" and args[1:2] in ((), (0,)) and kwargs.get("dim", 0) == 0:
+            self.sequence = True
+            for t, item in enumerate(out):
+                self._track(item, _In(t))
+            return True
+        return False
+
+    # ------------------------------------------------------------------------------ modules
+
+    def before(self, path: str, m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.depth += 1
+        if self.depth > 1:
+            self.open.append(None)
+            return
+        self.open_paths.append(path)
+        if isinstance(m, snn.LeakyParallel | QuantLeakyParallel):
+            reason = f"torch.fx failed: {self.fx_error}" if self.fx_error else "it is called in a time loop"
+            raise UnsupportedModuleError(
+                f"module {path!r} ({type(m).__name__}) runs the whole sequence in one call, so its model must "
+                f"be traceable by torch.fx without a time loop in forward ({reason})"
+            )
+        index = len(self.calls)  # nothing is recorded until this call returns
+        kind = _neuron_kind(m)
+        if kind is None:
+            call = _Call(index, path, True, self._arg(tuple(args)), self._arg(dict(kwargs)))
+        else:
+            bound = inspect.signature(m.forward).bind(*args, **kwargs).arguments
+            first = next(iter(bound.values()))
+            calls = self.neuron_calls.setdefault(path, [])
+            self._check_states(path, m, kind, bound, first, len(calls))
+            calls.append(index)
+            call = _Call(index, path, True, (self._arg(first),), {}, neuron=True, step=len(calls) - 1)
+        self.open.append(call)
+
+    def after(self, path: str, m: nn.Module, args: Any, out: Any) -> None:
+        call = self.open.pop()
+        if call is not None:
+            self.open_paths.pop()
+            kind = _neuron_kind(m)
+            if kind is None:
+                self._record(call, out)
+            else:
+                self.calls.append(call)
+                states = {s: getattr(m, s) for s in kind[0]}
+                items = list(out) if isinstance(out, tuple | list) else [out]
+                self._track(items[0], _Out(call.index, "spk"))
+                for s, t in states.items():
+                    self._track(t, _Out(call.index, s))
+                if isinstance(out, tuple | list):
+                    names = [
+                        next((s for s, t in states.items() if t is i), str(n)) for n, i in enumerate(items)
+                    ]
+                    call.returned = ("spk", *names[1:])
+                self.state_out[path] = states
+        self.depth -= 1
+
+    def _check_states(
+        self,
+        path: str,
+        m: nn.Module,
+        kind: tuple[tuple[str, ...], str],
+        bound: dict[str, Any],
+        first: Any,
+        step: int,
+    ) -> None:
+        """A neuron starts from zero state and then continues from the state it returned last step."""
+        names, init = kind
+        for s in names:
+            passed = bound.get(s)
+            state = passed if passed is not None else getattr(m, s)
+            if not isinstance(state, Tensor):
+                raise UnsupportedModuleError(
+                    f"module {path!r}: its {s} argument is {type(state).__name__}, not a tensor"
+                )
+            if step == 0:
+                sym = self.syms.get(id(state))
+                if sym is not None:
+                    n = sum(isinstance(v, Tensor) for v in bound.values())
+                    raise UnsupportedModuleError(
+                        f"module {path!r} is called with {n} tensor arguments; neurons must keep their own state "
+                        f"(init_hidden=True, or called with the input alone) or start from zero ({init}() or "
+                        f"reset_mem() before the time loop); its {s} at step 0 is {self._describe(sym)}"
+                    )
+                if isinstance(first, Tensor) and state.shape == first.shape and bool(state.ne(0).any()):
+                    raise UnsupportedModuleError(
+                        f"module {path!r} starts from a nonzero {s}; snncompile runs every neuron from zero state "
+                        f"(start it with {init}() or reset_mem())"
+                    )
+            elif state is not self.state_out[path][s]:
+                sym = self.syms.get(id(state))
+                if sym is not None:
+                    found = self._describe(sym)
+                elif bool(state.eq(0).all()):
+                    found = f"a fresh zero state ({init}() or reset_mem() inside the time loop?)"
+                else:
+                    found = "a tensor not computed by the network"
+                raise UnsupportedModuleError(
+                    f"module {path!r}: at step {step} its {s} is {found}, not the {s} it returned at step "
+                    f"{step - 1}; a neuron continues from its own state (pass back what it returned, or nothing)"
+                )
+
+    def _describe(self, sym: Sym) -> str:
+        if isinstance(sym, _In):
+            return "the input" if sym.step is None else f"x[{sym.step}]"
+        call = self.calls[sym.call]
+        if call.neuron:
+            return f"the {sym.var} of module {call.target!r} at step {call.step}"
+        return f"the output of {call.name}"
+
+
+# ---------------------------------------------------------------------------------- folding
+
+
+class _Mismatch(Exception):
+    """A value of another step (or the whole sequence) inside step ``step``; ``neuron`` names the
+    neuron whose output it is, if any."""
+
+    def __init__(self, found: str, neuron: str | None = None) -> None:
+        super().__init__(found)
+        self.found = found
+        self.neuron = neuron
+
+
+@dataclasses.dataclass(frozen=True)
+class Folded:
+    """One time step of a forward with a time loop, as a torch.fx graph, and what forward returns.
+
+    ``sequence``: forward takes ``x[T, B, ...]`` and reads ``x[step]``; else it takes ``x[B, ...]`` and
+    injects it at every step. ``steps``: the loop's step count. ``step_shape``: one step's input
+    (B, ...). ``outputs``: per returned value, (neuron module path, var, step), step None for all steps
+    stacked, -1 for the last step. ``single``: forward returns one tensor, not a tuple.
+    """
+
+    graph: fx.Graph
+    sequence: bool
+    steps: int
+    step_shape: tuple[int, ...]
+    outputs: tuple[tuple[str, str, int | None], ...]
+    single: bool
+
+
+def _leaves(module: nn.Module, is_leaf: Callable[[nn.Module], bool]) -> dict[str, nn.Module]:
+    """The library modules forward calls directly (their insides are not recorded), by path."""
+    found: dict[str, nn.Module] = {}
+
+    def walk(m: nn.Module, prefix: str) -> None:
+        for name, child in m.named_children():
+            path = f"{prefix}{name}"
+            if not isinstance(child, _CONTAINERS) and is_leaf(child):
+                found[path] = child
+            else:
+                walk(child, f"{path}.")
+
+    walk(module, "")
+    return found
+
+
+@contextlib.contextmanager
+def preserved(module: nn.Module) -> Iterator[None]:
+    """Leaves ``module`` as it was: the neurons' state buffers (which forward and ``init_leaky()``
+    replace, even under torch.fx tracing) and every submodule's training flag."""
+    modes = {m: m.training for m in module.modules()}
+    saved = {m: dict(m._buffers) for m in module.modules() if isinstance(m, snn.SpikingNeuron)}
+    try:
+        yield
+    finally:
+        for m, buffers in saved.items():
+            m._buffers.clear()
+            m._buffers.update(buffers)
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def _run_recorded(
+    module: nn.Module, x: Tensor, is_leaf: Callable[[nn.Module], bool], fx_error: str | None
+) -> tuple[_Recorder, Any]:
+    """Runs ``module(x)`` in eval mode from zero neuron state, recording it; the module is left as it was."""
+    model = type(module).__name__
+    rec = _Recorder(x, fx_error, model)
+    handles = []
+    with preserved(module):
+        for m in module.modules():
+            if isinstance(m, snn.SpikingNeuron):
+                for name in ("spk", "syn", "mem"):
+                    if name in m._buffers:
+                        m._buffers[name] = torch.zeros(0)
+        module.eval()
+        for path, m in _leaves(module, is_leaf).items():
+            handles.append(
+                m.register_forward_pre_hook(
+                    lambda mod, a, kw, p=path: rec.before(p, mod, a, kw), with_kwargs=True
+                )
+            )
+            handles.append(m.register_forward_hook(lambda mod, a, out, p=path: rec.after(p, mod, a, out)))
+        try:
+            with torch.no_grad(), rec:
+                ret = module(x)
+        except SnnCompileError:
+            raise
+        except Exception as e:
+            where = f" in module {rec.open_paths[-1]!r}" if rec.open_paths else ""
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise TraceError(
+                f"forward of {model} fails on the example input of shape {tuple(x.shape)}{where}: {first}"
+            ) from None
+        finally:
+            for h in handles:
+                h.remove()
+    return rec, ret
+
+
+def fold(
+    module: nn.Module, x: Tensor, is_leaf: Callable[[nn.Module], bool], fx_error: str | None = None
+) -> Folded:
+    """Records ``module(x)`` and folds its time loop into one step (see the module docstring).
+
+    ``is_leaf`` says which modules are recorded as calls (layers and neurons); ``fx_error`` is why
+    torch.fx could not trace the module, if it could not, for the messages.
+    """
+    rec, ret = _run_recorded(module, x, is_leaf, fx_error)
+    return _Folder(rec, x).fold(ret)
+
+
+class _Folder:
+    def __init__(self, rec: _Recorder, x: Tensor) -> None:
+        self.rec = rec
+        self.calls = rec.calls
+        self.x = x
+        self.order = sorted(rec.neuron_calls, key=lambda p: rec.neuron_calls[p][0])
+
+    def fold(self, ret: Any) -> Folded:
+        rec = self.rec
+        if not self.order:
+            raise UnsupportedModuleError(
+                f"forward of {rec.model} calls no snnTorch neuron module (Leaky, Synaptic, RLeaky, RSynaptic)"
+            )
+        counts = {p: len(rec.neuron_calls[p]) for p in self.order}
+        first = self.order[0]
+        steps = counts[first]
+        for p, n in counts.items():
+            if n != steps:
+                raise UnsupportedModuleError(
+                    f"neuron module {p!r} is called {n} times in forward but {first!r} {steps} times; a neuron has "
+                    "one state, so call each neuron once per time step (one module per layer)"
+                )
+        if rec.sequence and steps != self.x.shape[0]:
+            raise UnsupportedModuleError(
+                f"forward runs {steps} time steps over an input sequence of {self.x.shape[0]} (x[T, B, ...]); "
+                f"pass an example input of {steps} steps"
+            )
+        for p in self.order:
+            self._check_steps(p)
+        outputs = self._outputs(ret)
+        step_shape = tuple(self.x.shape[1:] if rec.sequence else self.x.shape)
+        return Folded(
+            self._graph(outputs[0][0]), rec.sequence, steps, step_shape, outputs, isinstance(ret, Tensor)
+        )
+
+    # ----------------------------------------------------------------------------- checking
+
+    def canon(self, a: Any, step: int) -> Any:
+        """``a`` as a comparable value relative to ``step``: equal for equal computations."""
+        if isinstance(a, _In):
+            if a.step is None:
+                if self.rec.sequence:
+                    raise _Mismatch(f"uses the whole input sequence x of shape {tuple(self.x.shape)}")
+                return ("x",)
+            if a.step != step:
+                raise _Mismatch(f"reads x[{a.step}]")
+            return ("x[step]",)
+        if isinstance(a, _Out):
+            call = self.calls[a.call]
+            if call.neuron:
+                if call.step != step:
+                    raise _Mismatch(
+                        f"uses the {a.var} of module {call.target!r} from step {call.step}", call.target
+                    )
+                return ("neuron", call.target, a.var)
+            return ("call", call.name, a.var, self.canon(call.args, step), self.canon(call.kwargs, step))
+        if isinstance(a, _Const):
+            return ("const", a.key)
+        if isinstance(a, tuple | list):
+            return tuple(self.canon(i, step) for i in a)
+        if isinstance(a, dict):
+            return tuple(sorted((k, self.canon(v, step)) for k, v in a.items()))
+        return ("py", a)
+
+    def _check_steps(self, path: str) -> None:
+        first: Any = None
+        for step, index in enumerate(self.rec.neuron_calls[path]):
+            try:
+                now = self.canon(self.calls[index].args[0], step)
+            except _Mismatch as e:
+                if e.neuron == path:
+                    raise UnsupportedModuleError(
+                        f"neuron module {path!r} is called twice per step; a neuron has one state, so use one "
+                        "module per layer"
+                    ) from None
+                raise UnsupportedModuleError(
+                    f"module {path!r}: at step {step} its input {e.found}; each step of the loop in forward may "
+                    "read only its own step's values (x[step] or the static input, and that step's spikes)"
+                ) from None
+            if step == 0:
+                first = now
+            elif now != first:
+                raise UnsupportedModuleError(
+                    f"module {path!r}: at step {step} its input is {_pretty(now)}, but at step 0 it is "
+                    f"{_pretty(first)}; every step of the loop in forward must compute the same thing"
+                )
+
+    def _outputs(self, ret: Any) -> tuple[tuple[str, str, int | None], ...]:
+        items = [ret] if isinstance(ret, Tensor) else list(ret) if isinstance(ret, tuple | list) else None
+        if not items:
+            raise UnsupportedModuleError(
+                f"forward returns {type(ret).__name__}; expected tensors (spikes, states)"
+            )
+        steps = len(self.rec.neuron_calls[self.order[0]])
+        out: list[tuple[str, str, int | None]] = []
+        for pos, item in enumerate(items):
+            where = (
+                f"forward's returned value {pos}"
+                if len(items) > 1 or not isinstance(ret, Tensor)
+                else "forward's result"
+            )
+            sym = self.rec.syms.get(id(item)) if isinstance(item, Tensor) else None
+            if sym is None:
+                found = (
+                    type(item).__name__
+                    if not isinstance(item, Tensor)
+                    else "a tensor not computed from the input"
+                )
+                raise UnsupportedModuleError(f"{where} is {found}; expected a neuron's spikes or state")
+            call = self.calls[sym.call] if isinstance(sym, _Out) else None
+            if isinstance(sym, _Out) and call is not None and call.neuron:
+                out.append((str(call.target), sym.var, -1 if call.step == steps - 1 else call.step))
+                continue
+            if isinstance(sym, _Out) and call is not None and call.target is torch.stack and sym.var == "":
+                out.append(self._stacked(where, call, steps))
+                continue
+            found = self.rec._describe(sym)
+            raise UnsupportedModuleError(
+                f"{where} is {found}; forward may return neuron spikes and states: one step's, or all steps' "
+                "stacked with torch.stack(rec, dim=0)"
+            )
+        return tuple(out)
+
+    def _stacked(self, where: str, call: _Call, steps: int) -> tuple[str, str, int | None]:
+        seq = call.args[0] if call.args else call.kwargs.get("tensors")
+        dim = call.kwargs.get("dim", call.args[1] if len(call.args) > 1 else 0)
+        if dim != 0 or not isinstance(seq, tuple | list):
+            raise UnsupportedModuleError(
+                f"{where} is torch.stack(..., dim={dim!r}); stack per-step recordings on dim 0"
+            )
+        if len(seq) != steps:
+            raise UnsupportedModuleError(
+                f"{where} stacks {len(seq)} values, but forward runs {steps} time steps"
+            )
+        found: set[Any] = set()
+        for step, item in enumerate(seq):
+            try:
+                c = self.canon(item, step)
+            except _Mismatch as e:
+                raise UnsupportedModuleError(
+                    f"{where}: item {step} of the stack {e.found}; record each step's value in step order"
+                ) from None
+            if c[0] != "neuron":
+                raise UnsupportedModuleError(
+                    f"{where} stacks {_pretty(c)}; forward may return recordings of neuron spikes and states"
+                )
+            found.add(c)
+        if len(found) != 1:
+            raise UnsupportedModuleError(
+                f"{where} stacks values of several neurons or variables ({', '.join(sorted(_pretty(c) for c in found))})"
+            )
+        (_, path, var) = found.pop()
+        return (path, var, None)
+
+    # ---------------------------------------------------------------------------- emitting
+
+    def _graph(self, output_path: str) -> fx.Graph:
+        g = fx.Graph()
+        x = g.placeholder("x")
+        emitted: dict[int, fx.Node] = {}
+        items: dict[tuple[int, int], fx.Node] = {}
+
+        def item(node: fx.Node, call: int, i: int) -> fx.Node:
+            if (call, i) not in items:
+                items[(call, i)] = g.call_function(operator.getitem, (node, i))
+            return items[(call, i)]
+
+        def arg(a: Any, consumer: str) -> Any:
+            if isinstance(a, _In):
+                return x
+            if isinstance(a, _Out):
+                call = self.calls[a.call]
+                node = emit(call)
+                if not call.returned:
+                    if a.var in ("", "spk"):
+                        return node
+                    raise UnsupportedModuleError(
+                        f"{consumer} receives the {a.var!r} state of neuron {call.target!r}; only a neuron's "
+                        "spikes can feed a layer"
+                    )
+                return item(node, a.call, call.returned.index(a.var))
+            if isinstance(a, tuple | list):
+                return type(a)(arg(i, consumer) for i in a)
+            if isinstance(a, dict):
+                return {k: arg(v, consumer) for k, v in a.items()}
+            return a
+
+        def emit(call: _Call) -> fx.Node:
+            if call.index in emitted:
+                return emitted[call.index]
+            consumer = f"module {call.target!r}" if call.module else call.name
+            args = arg(call.args, consumer)
+            kwargs = arg(call.kwargs, consumer)
+            if call.module:
+                node = g.call_module(str(call.target), args, kwargs)
+            elif _method_name(call.target):
+                node = g.call_method(str(_method_name(call.target)), args, kwargs)
+            else:
+                node = g.call_function(call.target, args, kwargs)
+            emitted[call.index] = node
+            return node
+
+        for p in self.order:
+            emit(self.calls[self.rec.neuron_calls[p][0]])
+        out_call = self.calls[self.rec.neuron_calls[output_path][0]]
+        g.output(arg(_Out(out_call.index, "spk"), "the output"))
+        return g
+
+
+def _pretty(c: Any) -> str:
+    """A canonical value written as an expression: ``fc2(lif1.spk)``, ``F.max_pool2d(conv1(x), 2)``."""
+    if isinstance(c, tuple) and c:
+        head = c[0]
+        if head in ("x", "x[step]"):
+            return str(head)
+        if head == "neuron":
+            return f"{c[1]}.{c[2]}"
+        if head == "const":
+            return f"<tensor {c[1][0]}>"
+        if head == "py":
+            return repr(c[1])
+        if head == "call":
+            _, name, var, args, kwargs = c
+            parts = [_pretty(a) for a in args] + [f"{k}={_pretty(v)}" for k, v in kwargs]
+            text = f"{name}({', '.join(parts)})"
+            return f"{text}[{var}]" if var else text
+        return f"({', '.join(_pretty(i) for i in c)})"
+    return repr(c)

@@ -1,7 +1,15 @@
-"""snncompile: compiles trained spiking neural networks to bit-exact neuromorphic hardware programs."""
+"""snncompile: compiles trained spiking neural networks to bit-exact neuromorphic hardware programs.
+
+The public names are loaded on first use (PEP 562), so that ``import snncompile`` and the light commands
+of the command line (``--help``, ``--version``, ``targets``) do not pay for torch, brevitas or numba.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from snncompile._version import __version__
-from snncompile.compiler import Program, Simulation, compile, compile_graph
 from snncompile.errors import (
     GraphError,
     InconsistentModelError,
@@ -12,10 +20,22 @@ from snncompile.errors import (
     TraceError,
     UnsupportedModuleError,
 )
-from snncompile.frontend import export_nir, import_nir, trace, write_nir
-from snncompile.interpreters import Run, run_float, run_integer
-from snncompile.ir import Graph, load_graph, save_graph
-from snncompile.targets import Target, load_target
+
+if TYPE_CHECKING:
+    from snncompile.compiler import Program, Simulation, compile, compile_graph
+    from snncompile.frontend import export_nir, import_nir, trace, write_nir
+    from snncompile.interpreters import Run, run_float, run_integer
+    from snncompile.ir import Graph, load_graph, save_graph
+    from snncompile.targets import Target, load_target
+
+# each lazily loaded public name -> the module that defines it
+_LAZY = {
+    **dict.fromkeys(["Program", "Simulation", "compile", "compile_graph"], "snncompile.compiler"),
+    **dict.fromkeys(["export_nir", "import_nir", "trace", "write_nir"], "snncompile.frontend"),
+    **dict.fromkeys(["Run", "run_float", "run_integer"], "snncompile.interpreters"),
+    **dict.fromkeys(["Graph", "load_graph", "save_graph"], "snncompile.ir"),
+    **dict.fromkeys(["Target", "load_target"], "snncompile.targets"),
+}
 
 __all__ = [
     "Graph",
@@ -44,3 +64,17 @@ __all__ = [
     "trace",
     "write_nir",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Imports the module that defines a public name the first time the name is read."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'snncompile' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,35 +1,33 @@
 """The ``snncompile`` command line: thin click commands over the library.
 
 Errors are one line on stderr with exit code 1 (``--debug`` shows the traceback instead).
+
+Each command imports what it needs when it runs, so ``--help``, ``--version`` and ``targets`` start
+without torch, brevitas, numba or snnTorch (tests/test_cli.py checks).
 """
 
 from __future__ import annotations
 
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
-import snntorch as snn
-import torch
-from torch import nn
 
 from snncompile._version import __version__
-from snncompile.backends.intsim import CycleModel
-from snncompile.backends.intsim import simulate as simulate_fast
-from snncompile.backends.rtl import RtlUnsupportedError, golden_files, rtl_simulate, synthesize
-from snncompile.build import is_build, program_report, read_build, report_text, write_build
-from snncompile.compiler import compile_graph, quantize_input
 from snncompile.errors import GraphError, InputError, QuantizationError, SnnCompileError
-from snncompile.frontend import trace
-from snncompile.frontend.nir import CONVENTIONS, import_nir, write_nir
-from snncompile.interpreters import Run, run_float
-from snncompile.ir import LIF, QLIF, Conv2d, CubaLIF, Graph, Input, Linear, QCubaLIF, load_graph
-from snncompile.loading import load_checkpoint, load_factory, load_npz, save_npz
-from snncompile.targets import Target, load_target, target_names
-from snncompile.verify import plot
-from snncompile.verify import verify as run_verify
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+    from snncompile.interpreters import Run
+    from snncompile.ir import Graph
+    from snncompile.targets import Target
+
+# the names of snncompile.frontend.nir.CONVENTIONS, spelled out so that --help need not import the
+# frontend (tests/test_cli.py checks that the two agree)
+NIR_CONVENTIONS = ("euler", "norse", "rockpool", "sinabs", "snntorch")
 
 
 class _Group(click.Group):
@@ -63,6 +61,9 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 
 def _guess_input_shape(model: nn.Module) -> tuple[int, ...]:
+    import snntorch as snn
+    from torch import nn
+
     for m in model.modules():
         if isinstance(m, nn.Linear):
             return (m.in_features,)
@@ -84,6 +85,8 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 
 def _load_module(model: str, checkpoint: str | None) -> nn.Module:
+    from snncompile.loading import load_checkpoint, load_factory
+
     module = load_factory(model)
     if checkpoint:
         load_checkpoint(module, checkpoint)
@@ -97,7 +100,7 @@ def _store_nir_option(ctx: click.Context, param: click.Parameter, value: Any) ->
 def _nir_options(fn: Any) -> Any:
     """--convention, --reset and --dt: how a `.nir` MODEL becomes discrete time (see import_nir)."""
     options = [
-        click.option("--convention", type=click.Choice(sorted(CONVENTIONS)), default="snntorch", show_default=True,
+        click.option("--convention", type=click.Choice(NIR_CONVENTIONS), default="snntorch", show_default=True,
                      expose_value=False, callback=_store_nir_option, help=".nir models: how time constants become decays."),
         click.option("--reset", type=click.Choice(["subtract", "zero", "none"]), default="subtract", show_default=True,
                      expose_value=False, callback=_store_nir_option, help=".nir models: the reset (NIR does not record it)."),
@@ -110,6 +113,8 @@ def _nir_options(fn: Any) -> Any:
 
 
 def _import_nir(model: str) -> Graph:
+    from snncompile.frontend.nir import import_nir
+
     opts = click.get_current_context().find_root().ensure_object(dict).get("nir", {})
     return import_nir(
         model,
@@ -122,6 +127,12 @@ def _import_nir(model: str) -> Graph:
 def load_model_graph(model: str, checkpoint: str | None, input_shape: tuple[int, ...] | None) -> Graph:
     """The graph of MODEL: a build directory (fixed point), a saved graph ``.json``, a ``.nir`` file, or
     a traced ``file.py:factory`` with its checkpoint (float)."""
+    import torch
+
+    from snncompile.build import is_build, read_build
+    from snncompile.frontend import trace
+    from snncompile.ir import load_graph
+
     if model.endswith(".nir"):
         if checkpoint:
             raise InputError("--checkpoint applies to file.py:factory models; a .nir file holds its weights")
@@ -153,6 +164,11 @@ def inspect(model: str, checkpoint: str | None, input_shape: str | None) -> None
 
     Example: snncompile inspect net.py:build --checkpoint net.pt
     """
+    import numpy as np
+
+    from snncompile.build import is_build, read_build, report_text
+    from snncompile.ir import Conv2d, Linear
+
     if is_build(model):
         click.echo(report_text(read_build(model)[1]))
     graph = load_model_graph(model, checkpoint, _parse_shape(input_shape) if input_shape else None)
@@ -200,6 +216,15 @@ def simulate(
 
     Example: snncompile simulate net.py:build --checkpoint net.pt --input x.npz -o y.npz
     """
+    import numpy as np
+
+    from snncompile.backends.intsim import CycleModel
+    from snncompile.backends.intsim import simulate as simulate_fast
+    from snncompile.build import is_build
+    from snncompile.interpreters import run_float
+    from snncompile.ir import Input
+    from snncompile.loading import load_npz, save_npz
+
     x = load_npz(input_path, "x")
     if x.ndim < 3:
         raise InputError(f"{input_path!r}: x has shape {x.shape}; expected (T, B, *input_shape)")
@@ -259,6 +284,8 @@ def simulate(
 
 def _synthesis(target: Target) -> dict[str, Any]:
     """Yosys figures of the reference core for the target's family, or the reason there are none."""
+    from snncompile.backends.rtl import RtlUnsupportedError, synthesize
+
     try:
         figures = synthesize(target.family)
     except RtlUnsupportedError as e:
@@ -270,6 +297,9 @@ def _synthesis(target: Target) -> dict[str, Any]:
 
 def _build_target(build: str) -> Target | None:
     """The target a build was compiled for (None when its name is not a shipped target)."""
+    from snncompile.build import read_build
+    from snncompile.targets import load_target
+
     try:
         return load_target(read_build(build)[1]["target"])
     except (InputError, KeyError):
@@ -279,6 +309,10 @@ def _build_target(build: str) -> Target | None:
 def _node_arrays(graph: Graph, run: Run, node: str) -> dict[str, np.ndarray]:
     """A neuron node's spikes (uint8 when binary) and states as real values (plus the integer codes
     of a fixed-point run)."""
+    import numpy as np
+
+    from snncompile.ir import LIF, QLIF, CubaLIF, QCubaLIF
+
     op = graph.op(node)
     frac = graph.fracs()[node] if graph.is_fixed else 0
     spikes = run.spikes[node]
@@ -344,6 +378,12 @@ def compile_cmd(
 
     Example: snncompile compile net.py:build --checkpoint net.pt --target default -o build/
     """
+    from snncompile.backends.rtl import golden_files
+    from snncompile.build import program_report, report_text, write_build
+    from snncompile.compiler import compile_graph
+    from snncompile.loading import load_npz
+    from snncompile.targets import load_target
+
     calib = load_npz(calibration, "x") if calibration else None
     if input_shape:
         shape: tuple[int, ...] | None = _parse_shape(input_shape)
@@ -379,6 +419,8 @@ def targets(name: str | None) -> None:
 
     Example: snncompile targets artix7-100t
     """
+    from snncompile.targets import load_target, target_names
+
     if name:
         click.echo(load_target(name).describe())
         return
@@ -441,6 +483,16 @@ def verify_cmd(
 
     Example: snncompile verify net.py:build_qat --checkpoint net.pt --input x.npz --target default
     """
+    import torch
+
+    from snncompile.build import read_build
+    from snncompile.compiler import compile_graph, quantize_input
+    from snncompile.frontend import trace
+    from snncompile.loading import load_npz
+    from snncompile.targets import load_target
+    from snncompile.verify import plot
+    from snncompile.verify import verify as run_verify
+
     x = load_npz(input_path, "x")
     labels = _optional_labels(input_path)
     if x.ndim < 3:
@@ -476,6 +528,8 @@ def verify_cmd(
 
 
 def _optional_labels(path: str) -> np.ndarray | None:
+    import numpy as np
+
     with np.load(path, allow_pickle=False) as data:
         return np.asarray(data["y"]) if "y" in data else None
 
@@ -508,6 +562,8 @@ def export_nir_cmd(
 
     Example: snncompile export-nir net.py:build --checkpoint net.pt -o net.nir
     """
+    from snncompile.frontend.nir import write_nir
+
     graph = load_model_graph(model, checkpoint, _parse_shape(input_shape) if input_shape else None)
     write_nir(graph, output_path, dt=dt_out)
     if not ctx.obj["quiet"]:
@@ -535,6 +591,11 @@ def rtl_sim(ctx: click.Context, build: str, input_path: str, output_path: str) -
 
     Example: snncompile rtl-sim build --input x.npz -o y_rtl.npz
     """
+    import numpy as np
+
+    from snncompile.backends.rtl import rtl_simulate
+    from snncompile.loading import load_npz, save_npz
+
     x = load_npz(input_path, "x")
     spikes, cycles = rtl_simulate(build, x)
     save_npz(output_path, {"spikes": spikes, "cycles": cycles.sum(axis=1), "cycles_per_sample": cycles})

@@ -640,3 +640,62 @@ def test_script_debug_shows_the_traceback(files: dict[str, Path]) -> None:
     assert proc.stderr.splitlines()[-1].startswith(
         "Error: checkpoint 'shape.pt' has tensors of the wrong shape"
     )
+
+
+# ---------------------------------------------------------------------- the light commands start fast
+
+HEAVY = ("torch", "brevitas", "numba", "snntorch")
+
+
+def _imported_modules(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Runs the console script under ``python -X importtime``; returns the run and the top-level
+    packages it imported (importtime writes one ``import time: ... | name`` line per module)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", _script(), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    names = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    return proc, names
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--help",),
+        ("--version",),
+        pytest.param(
+            ("targets",),
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="snncompile.targets imports snncompile.quant.fixed, and snncompile/quant/__init__.py "
+                "and quant/fixed.py import torch and brevitas at the top",
+            ),
+        ),
+        pytest.param(
+            ("targets", "ice40up5k"),
+            marks=pytest.mark.xfail(strict=True, reason="as for targets: snncompile.quant loads torch"),
+        ),
+    ],
+    ids=" ".join,
+)
+def test_light_commands_import_no_heavy_package(args: tuple[str, ...], tmp_path: Path) -> None:
+    proc, imported = _imported_modules(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip(), "the command printed nothing"
+    assert "click" in imported and "snncompile" in imported  # the importtime lines were read
+    assert sorted(imported & set(HEAVY)) == [], f"snncompile {' '.join(args)} imports heavy packages"
+
+
+def test_cli_conventions_are_the_frontends() -> None:
+    from snncompile.cli import NIR_CONVENTIONS
+    from snncompile.frontend.nir import CONVENTIONS
+
+    assert tuple(sorted(CONVENTIONS)) == NIR_CONVENTIONS

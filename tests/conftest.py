@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,19 @@ import snncompile
 settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+def require_tool(command: str, package: str) -> None:
+    """Skips the calling test when the external tool ``command`` is not on the PATH; under CI (``$CI``
+    set) fails it instead: .ci/run installs the hardware toolchain, so a missing tool there is a broken
+    setup, not a reason to test less."""
+    if shutil.which(command) is not None:
+        return
+    message = f"{command} is not installed (apt-get install {package})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI must have it (.ci/run installs it)", pytrace=False)
+    pytest.skip(message)
+
 
 NEURON_TYPES: tuple[type[nn.Module], ...] = (
     snn.Leaky,

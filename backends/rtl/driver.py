@@ -466,8 +466,13 @@ def _family_command(family: str) -> str:
     raise RtlUnsupportedError(f"target family {family!r}: synthesis figures cover ice40 and xilinx families")
 
 
+# the default budget of one synthesis run: over 10 times the slowest measured run (ice40: 75-90 s on
+# an idle machine), so that a loaded machine gets its figures late rather than not at all
+SYNTH_TIMEOUT_S = 1200.0
+
+
 def synthesize(
-    target_family: str, params: dict[str, int] | None = None, timeout: float = 120.0
+    target_family: str, params: dict[str, int] | None = None, timeout: float = SYNTH_TIMEOUT_S
 ) -> dict[str, Any] | None:
     """Synthesizes the core with yosys for ``target_family`` (``ice40``/``ice40up5k``: ``synth_ice40``;
     ``xilinx``/``artix7-100t``/``zu3eg``: ``synth_xilinx``) with small default parameters.

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Literal, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import numpy as np
-import torch
 
 from snncompile.errors import SnnCompileError
+
+if TYPE_CHECKING:
+    import torch
 
 Rounding: TypeAlias = Literal["floor", "half_up", "half_down", "half_even", "trunc"]
 ROUNDINGS: tuple[Rounding, ...] = ("floor", "half_up", "half_down", "half_even", "trunc")
@@ -116,6 +118,8 @@ def saturate(v: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, int]:
 
 def round_tensor(y: torch.Tensor, mode: Rounding) -> torch.Tensor:
     """A float tensor of exact values rounded to integers by ``mode`` (same rules as round_shift)."""
+    import torch  # here, not at the top: targets read formats without loading torch
+
     if mode == "floor":
         return torch.floor(y)
     if mode == "half_up":
@@ -137,6 +141,8 @@ def quantize_tensor(v: torch.Tensor, frac: int, lo: int, hi: int, mode: Rounding
 
 def to_fixed(x: np.ndarray, frac: int, mode: Rounding = "half_even") -> np.ndarray:
     """Float values as integer codes on the ``2**-frac`` grid (no saturation)."""
+    import torch
+
     y = torch.tensor(np.asarray(x, dtype=np.float64) * 2.0**frac, dtype=torch.float64)
     return round_tensor(y, mode).numpy().astype(np.int64)
 

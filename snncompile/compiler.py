@@ -4,6 +4,7 @@ and mapping onto the target = Program."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,11 @@ class Program:
         assert isinstance(op, Input) and op.frac is not None
         return op.frac
 
+    @functools.cached_property
+    def cycle_model(self) -> CycleModel:
+        """The target's cycle model of this program, built on first use and kept."""
+        return CycleModel(self.graph, self.target)
+
     def quantize_input(self, x: Any) -> np.ndarray:
         """Float inputs rounded (half to even) and saturated onto the program's input grid, as floats."""
         return quantize_input(self.graph, self.target, x)
@@ -77,7 +83,7 @@ class Program:
                 "this program was compiled for spike inputs (0/1); compile with calibration data holding "
                 "currents to run currents"
             )
-        model = CycleModel(self.graph, self.target)
+        model = self.cycle_model
         run = simulate(self.graph, values, keep=model.event_nodes)
         out = self.graph.output_name
         return Simulation(run.output, run.states.get(out, {}).get("mem"), run, model.count(run, run.values))

@@ -671,18 +671,8 @@ def _imported_modules(*args: str, cwd: Path) -> tuple[subprocess.CompletedProces
     [
         ("--help",),
         ("--version",),
-        pytest.param(
-            ("targets",),
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="snncompile.targets imports snncompile.quant.fixed, and snncompile/quant/__init__.py "
-                "and quant/fixed.py import torch and brevitas at the top",
-            ),
-        ),
-        pytest.param(
-            ("targets", "ice40up5k"),
-            marks=pytest.mark.xfail(strict=True, reason="as for targets: snncompile.quant loads torch"),
-        ),
+        ("targets",),
+        ("targets", "ice40up5k"),
     ],
     ids=" ".join,
 )

@@ -168,6 +168,14 @@ def lif(threshold: int, recurrence: Recurrence | None = None) -> QLIF:
 
 
 @st.composite
+def pool_geometry(draw: st.DrawFn) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Kernel, stride and padding of a pool (padding at most half the kernel, as torch requires)."""
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    return kernel, stride, (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+
+
+@st.composite
 def network(draw: st.DrawFn) -> tuple[Graph, list[Layer], Target]:
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     groups = draw(st.integers(1, 2))
@@ -178,7 +186,8 @@ def network(draw: st.DrawFn) -> tuple[Graph, list[Layer], Target]:
     src = "x"
     pre = draw(st.sampled_from(["none", "max", "sum"]))
     if pre != "none":
-        pool = MaxPool2d((2, 2), (1, 1)) if pre == "max" else SumPool2d((2, 2), (2, 1), (1, 0))
+        kernel, stride, padding = draw(pool_geometry())
+        pool = MaxPool2d(kernel, stride, padding) if pre == "max" else SumPool2d(kernel, stride, padding)
         src = g.add("pre", pool, ["x"])
     c_out = groups * draw(st.integers(1, 3))
     kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
@@ -188,14 +197,15 @@ def network(draw: st.DrawFn) -> tuple[Graph, list[Layer], Target]:
         (draw(st.integers(1, 2)), 1), groups, weight_frac=0,
     )  # fmt: skip
     g.add("conv", conv, [src])
-    try:
-        g.shapes()
-    except GraphError:  # the conv output would be empty
-        assume(False)
     hidden = "conv"
     if draw(st.booleans()):
-        hidden = g.add("post", MaxPool2d((2, 2), (2, 2), ceil_mode=True), ["conv"])
-    n_shape = g.shapes()[hidden]
+        kernel, stride, padding = draw(pool_geometry())
+        hidden = g.add("post", MaxPool2d(kernel, stride, padding, ceil_mode=draw(st.booleans())), ["conv"])
+    try:
+        n_shape = g.shapes()[hidden]
+    except GraphError:  # a conv or pool output would be empty
+        assume(False)
+    assume(all(n_shape))
     rec_kind = draw(st.sampled_from(["none", "one-to-one", "conv"]))
     rec: Recurrence | None = None
     if rec_kind == "one-to-one":

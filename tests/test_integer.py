@@ -1,6 +1,11 @@
-"""The integer reference interpreter: hand-computed traces, integer layers against torch, saturation."""
+"""The integer reference interpreter: hand-computed traces, integer layers against torch, saturation,
+and the neuron steps against a Python big-integer reference near the int64 edge."""
 
 from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -9,7 +14,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from snncompile import InputError, run_integer
+from snncompile import InputError, QuantizationError, run_integer
 from snncompile.interpreters.integer import conv2d_int, eval_maxpool
 from snncompile.ir import (
     QLIF,
@@ -197,3 +202,157 @@ def test_maxpool_int_equals_torch(k: int, stride: int, pad: int, ceil_mode: bool
     ref = F.max_pool2d(torch.tensor(x[0], dtype=torch.float64), k, stride, pad, 1, ceil_mode)
     assert np.array_equal(ours[0], ref.numpy().astype(np.int64))
     assert ours.shape[2:] == op.out_shape([(2, 7, 6)])
+
+
+# ------------------------------------------------------------------ big-integer reference near int64
+
+
+def _round(acc: int, shift: int, mode: str) -> int:
+    """``acc / 2**shift`` rounded as quant/fixed.py's module doc defines each mode (exact fractions)."""
+    y = Fraction(acc, 1 << shift)
+    return {
+        "floor": math.floor(y),
+        "half_up": math.floor(y + Fraction(1, 2)),
+        "half_down": math.ceil(y - Fraction(1, 2)),
+        "half_even": round(y),  # Fraction.__round__: nearest, ties to even
+        "trunc": math.trunc(y),
+    }[mode]
+
+
+def _bigint_neuron(op: QLIF | QCubaLIF, currents: list[int]) -> tuple[list[int], list[int], int]:
+    """One neuron of ``op`` (scalar parameters, no recurrence, no bias) on input codes ``currents``, in
+    unbounded Python integers, term by term from the op docstrings. Also returns the largest |term|."""
+    f, d, thr = op.mem.frac, op.decay_frac, int(op.threshold)
+    beta, m, syn, s_prev = int(op.beta), 0, 0, 0
+    biggest = 0
+    mems, spikes = [], []
+    for x in currents:
+        r = int(m > thr)
+        if isinstance(op, QCubaLIF):
+            fs, a = op.syn.frac, op.alpha_frac
+            big_i = max(fs + a, op.in_frac)
+            acc_i = (int(op.alpha) * syn << (big_i - fs - a)) + (x << (big_i - op.in_frac))
+            big = max(f + d, big_i)
+            acc = (beta * m << (big - f - d)) + (acc_i << (big - big_i))
+            terms = [acc_i, int(op.alpha) * syn]
+            zero_drops = True
+            syn_next = min(max(_round(acc_i, big_i - fs, op.syn.rounding), op.syn.lo), op.syn.hi)
+        else:
+            big = max(f + d, op.in_frac)
+            m0 = (1 - r) * m if op.reset == "zero" and op.zero_mode == "keep_input" else m
+            acc = (beta * m0 << (big - f - d)) + (x << (big - op.in_frac))
+            terms = []
+            zero_drops = op.zero_mode == "drop_update"
+        if op.reset == "subtract":
+            acc -= r * thr << (big - f)
+        elif op.reset == "zero" and zero_drops:
+            acc = (1 - r) * acc
+        biggest = max([biggest, abs(acc), abs(beta * m), *map(abs, terms)])
+        new = min(max(_round(acc, big - f, op.mem.rounding), op.mem.lo), op.mem.hi)
+        spk = int(new > thr)
+        if not op.reset_delay:
+            step = spk - r
+            new = (
+                new - step * thr
+                if op.reset == "subtract"
+                else new - step * new
+                if op.reset == "zero"
+                else new
+            )
+            new = min(max(new, op.mem.lo), op.mem.hi)
+        if isinstance(op, QCubaLIF):
+            syn = syn_next
+        m, s_prev = new, spk
+        mems.append(m)
+        spikes.append(s_prev)
+    return mems, spikes, biggest
+
+
+ROUNDING_MODES = st.sampled_from(["floor", "half_up", "half_down", "half_even", "trunc"])
+
+
+@st.composite
+def edge_neurons(draw: st.DrawFn) -> tuple[QLIF | QCubaLIF, int, list[int]]:
+    """A neuron whose intermediates land anywhere from 2^40 to 2^75: state widths up to 62 bits,
+    decay and input grids up to 2^-40, weights up to 2^44 on inputs up to 2^20."""
+    width = draw(st.integers(8, 62))
+    lo, hi = -(1 << (width - 1)), (1 << (width - 1)) - 1
+    f = draw(st.integers(0, 24))
+    d = draw(st.integers(0, 20))
+    in_frac = draw(st.integers(0, 40))
+    mem = FixedQuant(f, lo, hi, draw(ROUNDING_MODES))
+    thr = np.array(draw(st.integers(0, hi)), np.int64)
+    beta = np.array(draw(st.integers(0, 1 << d)), np.int64)
+    reset = draw(st.sampled_from(["subtract", "zero", "none"]))
+    delay = draw(st.booleans())
+    op: QLIF | QCubaLIF
+    if draw(st.booleans()):
+        op = QLIF(
+            beta, d, thr, mem, in_frac, reset, delay, draw(st.sampled_from(["keep_input", "drop_update"]))
+        )
+    else:
+        a = draw(st.integers(0, 20))
+        syn_w = draw(st.integers(8, 62))
+        syn = FixedQuant(
+            draw(st.integers(0, 24)), -(1 << (syn_w - 1)), (1 << (syn_w - 1)) - 1, draw(ROUNDING_MODES)
+        )
+        alpha = np.array(draw(st.integers(0, 1 << a)), np.int64)
+        op = QCubaLIF(alpha, a, beta, d, thr, mem, syn, in_frac, reset, delay)
+    weight = draw(st.integers(-(1 << 44), 1 << 44))
+    xs = draw(st.lists(st.integers(-(1 << 20), 1 << 20), min_size=1, max_size=6))
+    return op, weight, xs
+
+
+@settings(max_examples=300, deadline=None)
+@given(edge_neurons())
+def test_neuron_step_equals_the_big_integer_reference_or_is_refused(
+    case: tuple[QLIF | QCubaLIF, int, list[int]],
+) -> None:
+    """Either the reference interpreter refuses the graph (its static bound leaves int64: one line
+    naming the node), or every membrane, current and spike equals the unbounded-integer computation."""
+    op, weight, xs = case
+    g = one_neuron(op, weight=weight, weight_frac=op.in_frac)
+    want_mem, want_spk, biggest = _bigint_neuron(op, [x * weight for x in xs])
+    try:
+        run = run_integer(g, np.array(xs, np.float32).reshape(-1, 1, 1))
+    except QuantizationError as e:
+        assert re.fullmatch(
+            r"node '(fc|n)': intermediates can reach 2\^\d+, beyond int64; narrow its formats", str(e)
+        )
+        return
+    assert biggest < 1 << 63  # what was run fits int64, so int64 arithmetic can be exact ...
+    assert run.states["n"]["mem"][:, 0, 0].tolist() == want_mem  # ... and is
+    assert run.spikes["n"][:, 0, 0].tolist() == want_spk
+
+
+def test_edge_cases_run_exactly_close_to_the_int64_edge() -> None:
+    """Not vacuous: a neuron whose accumulator reaches 2^60 runs, and equals the big-integer result."""
+    mem = FixedQuant(0, -(1 << 40), (1 << 40) - 1, "half_even")
+    op = QLIF(np.array((1 << 20) - 1, np.int64), 20, np.array((1 << 40) - 2, np.int64), mem, 0, "subtract")
+    xs = [(1 << 20) - 1, 1 << 20, -3]
+    g = one_neuron(op, weight=1 << 20, weight_frac=0)
+    want_mem, _, biggest = _bigint_neuron(op, [x * (1 << 20) for x in xs])
+    assert biggest >= 1 << 60
+    assert (
+        run_integer(g, np.array(xs, np.float32).reshape(-1, 1, 1)).states["n"]["mem"][:, 0, 0].tolist()
+        == want_mem
+    )
+
+
+def test_a_graph_that_would_wrap_int64_is_refused() -> None:
+    """Currents c just under 2^62 on a 2^-40 grid, beta = 1: the third step's exact accumulator is
+    3c > 2^63, which int64 wraps to a negative membrane, though the exact 3c >> 40 (about 2^23.6)
+    fits the state. The spec refuses the graph rather than compute it wrong."""
+    mem = FixedQuant(0, -(1 << 29), (1 << 29) - 1)
+    op = QLIF(np.array(1, np.int64), 0, np.array(1 << 28, np.int64), mem, 40, "subtract")
+    g = one_neuron(op, weight=1 << 42, weight_frac=40)
+    c = ((1 << 20) - 1) << 42
+    want_mem, _, biggest = _bigint_neuron(op, [c, c, c])
+    assert want_mem == [c >> 40, 2 * c >> 40, 3 * c >> 40] and biggest == 3 * c >= 1 << 63
+    with pytest.raises(QuantizationError, match=r"^node 'n': intermediates can reach 2\^\d+, beyond int64"):
+        run_integer(g, np.full((3, 1, 1), 2.0**20 - 1, np.float32))
+
+
+def test_input_codes_beyond_2_62_are_refused() -> None:
+    with pytest.raises(InputError, match=r"^input codes reach 9\.223e\+18, beyond the 2\^62"):
+        run_integer(one_neuron(lif(), weight_frac=8), np.full((1, 1, 1), 2.0**63, np.float32))

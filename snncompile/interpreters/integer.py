@@ -4,6 +4,11 @@ Plain int64 numpy arithmetic, one rule per fixed-point op in :data:`EVAL`, each 
 its op's docstring term by term and rounding once per state per step. Every value is an integer code
 on its node's grid (:meth:`Graph.fracs`): spikes are ``s * graded`` codes. Saturations are counted per
 node. The fast simulator and the memory image must match this interpreter bit for bit.
+
+The arithmetic is exact: before anything runs, the static range analysis
+(:func:`~snncompile.passes.ranges.analyze_ranges`, the one the compiler and the fast engine use)
+bounds every intermediate for the input codes actually given, and a graph whose intermediates could
+reach ``2**62`` is refused with the node named, so int64 never wraps silently.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from snncompile.ir import (
     Recurrence,
     SumPool2d,
 )
+from snncompile.passes.ranges import analyze_ranges
 from snncompile.quant.fixed import check_rounding, round_shift, saturate
 
 Array = np.ndarray
@@ -274,8 +280,12 @@ def input_codes(graph: Graph, x: Any, dtype: type[np.signedinteger[Any]] | None 
             f"({'spikes: integers' if op.frac == 0 else 'fixed-point currents'}); quantize them first "
             "(Program.quantize_input) or compile with calibration data that holds such currents"
         )
+    peak = float(np.abs(codes).max(initial=0))
+    if peak >= 2.0**62:
+        raise InputError(
+            f"input codes reach {peak:.4g}, beyond the 2^62 that integer arithmetic holds exactly"
+        )
     if dtype is None:
-        peak = float(np.abs(codes).max(initial=0))
         dtype = next(d for d in (np.int8, np.int16, np.int32, np.int64) if peak <= np.iinfo(d).max)
     return codes.astype(dtype)
 
@@ -292,7 +302,8 @@ def _small_spikes(x: Any, shape: tuple[int, ...]) -> bool:
 
 
 def run_integer(graph: Graph, x: Any) -> Run:
-    """Runs a fixed-point graph on ``x[T, B, *input_shape]`` (values on the input grid) from zero state.
+    """Runs a fixed-point graph on ``x[T, B, *input_shape]`` (values on the input grid) from zero state;
+    a :class:`~snncompile.errors.QuantizationError` when an intermediate could leave int64.
 
     ``Run.spikes`` holds spike codes (``s * graded``), ``Run.states`` the integer state codes and
     ``Run.saturations`` the count of saturation events per node.
@@ -302,6 +313,7 @@ def run_integer(graph: Graph, x: Any) -> Run:
         raise GraphError("run_integer needs a fixed-point graph (quantize the float graph first)")
     inp = graph.input_name
     values: dict[str, Array] = {inp: input_codes(graph, x)}
+    analyze_ranges(graph, max(int(np.abs(values[inp]).max(initial=0)), 1))
     spikes: dict[str, Array] = {}
     states: dict[str, dict[str, Array]] = {}
     saturations: dict[str, int] = {}

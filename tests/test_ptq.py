@@ -23,13 +23,15 @@ import torch
 from brevitas.nn import QuantLinear
 from brevitas.quant import Int8WeightPerTensorFixedPoint
 from conftest import reset_snntorch_states
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from snncompile.quant import prepare_qat
 from torch import nn
 from torch.nn.utils import parametrize
 
 import snncompile
-from snncompile import QuantizationError
-from snncompile.ir import LIF, FixedQuant, Graph, Input, Linear, Output
+from snncompile import QuantizationError, run_float, run_integer
+from snncompile.ir import LIF, QLIF, CubaLIF, FixedQuant, Graph, Input, Linear, Output, QCubaLIF
 from snncompile.passes import quantize
 from snncompile.targets import Target, load_target
 
@@ -253,3 +255,113 @@ def test_weights_wider_than_the_target_are_refused() -> None:
     wide = Target("w12", weight_bits=12)
     prog = snncompile.compile(prepare_qat(net, wide), wide, example_input=torch.zeros(1, 16))
     assert prog.notes == ()
+
+
+# ----------------------------------------------------------------------- reachable thresholds
+
+
+def _neuron_graph(neuron: LIF | CubaLIF, weight: np.ndarray) -> Graph:
+    g = Graph()
+    g.add("input", Input((weight.shape[1],)))
+    g.add("fc", Linear(weight.astype(np.float32)), ("input",))
+    g.add("lif", neuron, ("fc",))
+    g.add("output", Output(), ("lif",))
+    return g
+
+
+def test_immediate_zero_reset_keeps_its_threshold_reachable() -> None:
+    """With an immediate zero reset the stored membrane is 0 after every spike: a neuron driven over
+    its threshold at every step stores nothing but zeros, so the calibration peak is 0. The state grid
+    used to come from that peak alone (s16.113, threshold code 2^113 wrapped); it now holds the
+    threshold: s16.14, threshold code 2^14 < mem.hi, and the program fires as often as the float model."""
+    lif = LIF(
+        beta=np.array(0.9, np.float32), threshold=np.array(1.0, np.float32), reset="zero", reset_delay=False
+    )
+    g = _neuron_graph(lif, np.full((3, 4), 0.25))
+    x = np.full((20, 3, 4), 1.25, np.float32)  # current 1.25 > 1 at every step
+    float_run = run_float(g, x)
+    assert float(np.abs(float_run.states["lif"]["mem"]).max()) == 0.0
+    result = quantize(g, load_target("default"), x)
+    op = result.graph.op("lif")
+    assert isinstance(op, QLIF)
+    assert op.mem.frac == 14 and int(op.threshold) == 1 << 14 < op.mem.hi
+    assert "lif: mem format chosen from calibration: peak 0 and threshold 1 -> s16.14" in result.notes
+    fired = int(run_integer(result.graph, x).spikes["lif"].sum())
+    assert fired == int(float_run.spikes["lif"].sum()) == 20 * 3 * 3
+
+
+def test_a_model_format_whose_threshold_cannot_be_crossed_is_a_loud_note() -> None:
+    """mem format [-128, 127]/2^8 and threshold 0.5 = code 128: m <= 127 is never > 128."""
+    lif = LIF(
+        beta=np.array(0.875, np.float32),
+        threshold=np.array(0.5, np.float32),
+        mem_quant=FixedQuant(8, -128, 127, "floor"),
+    )
+    g = _neuron_graph(lif, np.full((3, 4), 0.25))
+    x = np.ones((5, 2, 4), np.float32)
+    result = quantize(g, load_target("default"), x)
+    assert result.exact  # nothing was rounded: the graph is the model, which cannot fire either
+    assert result.notes == (
+        "lif: NEVER FIRES: threshold code 128 is not below the largest membrane code 127 of "
+        "fixed[-128..127]/2^8,floor: 1 of 1 thresholds can never be crossed; the float model fires 0 "
+        "times on the calibration data",
+    )
+
+
+def test_a_calibrated_grid_never_gets_an_uncrossable_threshold_even_per_neuron() -> None:
+    lif = LIF(beta=np.array(0.5, np.float32), threshold=np.array([0.01, 1.0, 300.0], np.float32))
+    result = quantize(
+        _neuron_graph(lif, np.full((3, 4), 0.1)), load_target("default"), np.ones((4, 2, 4), np.float32)
+    )
+    op = result.graph.op("lif")
+    assert isinstance(op, QLIF) and int(op.threshold.max()) < op.mem.hi
+
+
+POSITIVE = st.floats(1e-3, 1e3, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cuba=st.booleans(),
+    threshold=st.lists(POSITIVE, min_size=1, max_size=3),
+    beta=st.floats(0, 1),
+    reset=st.sampled_from(["subtract", "zero", "none"]),
+    delay=st.booleans(),
+    gain=st.floats(0.05, 1.9),
+    scale=POSITIVE,
+    rate=st.floats(0, 1),
+    seed=st.integers(0, 2**16),
+    width=st.sampled_from([8, 12, 16, 24]),
+)
+def test_ptq_thresholds_are_reachable_on_random_calibration_sets(
+    cuba: bool,
+    threshold: list[float],
+    beta: float,
+    reset: str,
+    delay: bool,
+    gain: float,
+    scale: float,
+    rate: float,
+    seed: int,
+    width: int,
+) -> None:
+    """Whatever the calibration data (currents from 0 to 10^3, any density), the threshold and the
+    membrane range, every threshold code stays below mem.hi: every neuron can fire."""
+    rng = np.random.default_rng(seed)
+    n = len(threshold)
+    thr = np.array(threshold, np.float32)
+    common: dict[str, Any] = {
+        "beta": np.array(beta, np.float32),
+        "threshold": thr,
+        "reset": reset,
+        "reset_delay": delay,
+    }
+    neuron = CubaLIF(alpha=np.array(0.5, np.float32), **common) if cuba else LIF(**common)
+    g = _neuron_graph(neuron, np.round(rng.uniform(-gain, gain, (n, 5)) * 64) / 64)  # 8-bit codes on 2^-6
+    x = (scale * (rng.random((6, 3, 5)) < rate)).astype(np.float32)
+    target = dataclasses.replace(
+        load_target("default"), state=dataclasses.replace(load_target("default").state, width=width)
+    )
+    op = quantize(g, target, x).graph.op("lif")
+    assert isinstance(op, QLIF | QCubaLIF)
+    assert int(op.threshold.max()) < op.mem.hi, (op.mem, op.threshold)

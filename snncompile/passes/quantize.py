@@ -9,8 +9,15 @@ Every float value is put on a power-of-two grid:
 * **Post-training** (float models): weights get brevitas' per-layer rule
   ``scale = 2**ceil(log2(max|w| / 2**(bits-1)))``, round half to even, narrow range; decays are
   rounded to ``2**-decay_frac``; each neuron layer's state grid is chosen from the ranges that a float
-  run over calibration inputs reaches (with 2x headroom) within the target's state width; thresholds
-  and biases are rounded onto the grids of their layer.
+  run over calibration inputs reaches and from the layer's threshold, ``m = max(peak, max|thr|)``,
+  with 2x headroom within the target's state width ``w``: ``f = w - 2 - ceil(log2 m)``, so the
+  threshold code is at most ``2**(w-2)``, below ``mem.hi = 2**(w-1) - 1``, and can always be crossed
+  (the peak alone can lie below the threshold: with an immediate reset the stored membrane never
+  holds a value above it); thresholds and biases are rounded onto the grids of their layer.
+
+A threshold code ``>= mem.hi`` can never be crossed (``s = m > thr`` and ``m <= mem.hi``): from a
+state grid chosen here that is an error; from a format the model gives (QAT) it is a note naming how
+many neurons can never fire and how often the float model fired them on the calibration data.
 
 Everything that was rounded is listed in :attr:`QuantizeResult.notes`; nothing is changed silently.
 """
@@ -60,11 +67,12 @@ _EXACT_LIMIT = 24  # the finest grid (bits after the point) a value may already 
 
 @dataclasses.dataclass(frozen=True)
 class QuantizeResult:
-    """The fixed-point graph and one note per value that was rounded rather than read exactly."""
+    """The fixed-point graph, one note per value that was rounded rather than read exactly, and a
+    ``NEVER FIRES`` note per layer of the model whose threshold no membrane can exceed."""
 
     graph: Graph
     notes: tuple[str, ...]
-    exact: bool  # True when nothing was rounded: the graph equals the (QAT) model
+    exact: bool  # True when nothing was rounded: the graph equals the (QAT) model (warnings aside)
 
 
 @dataclasses.dataclass
@@ -72,9 +80,11 @@ class _State:
     float_graph: Graph
     target: Target
     ranges: dict[str, dict[str, float]] | None
+    fired: dict[str, int] | None  # spikes of each neuron node in the float calibration run
     out: Graph
     fracs: dict[str, int]
     notes: list[str]
+    warnings: int = 0  # notes that warn about the model as given (nothing was rounded for them)
 
     def note(self, node: str, text: str) -> None:
         self.notes.append(f"{node}: {text}")
@@ -133,8 +143,11 @@ def _decay(st: _State, node: str, field: str, value: np.ndarray) -> np.ndarray:
     return _on_grid(st, node, field, value, d, exact_only=False)
 
 
-def _state_format(st: _State, node: str, var: str, q: Quantizer | None) -> tuple[FixedQuant, bool]:
-    """The state's fixed-point format and whether it came from the model (QAT) or calibration (PTQ)."""
+def _state_format(
+    st: _State, node: str, var: str, q: Quantizer | None, threshold: np.ndarray | None = None
+) -> tuple[FixedQuant, bool]:
+    """The state's fixed-point format and whether it came from the model (QAT) or calibration (PTQ);
+    a calibrated grid also holds ``threshold`` (the membrane's) with 2x headroom."""
     width = st.target.state.width
     if isinstance(q, FixedQuant):
         need = max(q.hi.bit_length(), (-q.lo - 1).bit_length()) + 1
@@ -164,9 +177,11 @@ def _state_format(st: _State, node: str, var: str, q: Quantizer | None) -> tuple
             f"node {node!r} has no state quantizer, so its {var} format must come from calibration data: "
             "pass calibration inputs (post-training quantization) or train with snncompile.quant.prepare_qat"
         )
-    peak = max(st.ranges[node][var], 1e-30)
-    f = width - 2 - math.ceil(math.log2(peak))
-    st.note(node, f"{var} format chosen from calibration: peak {peak:.4g} -> s{width}.{f}")
+    peak = st.ranges[node][var]
+    thr = 0.0 if threshold is None else float(np.abs(threshold).max(initial=0))
+    f = width - 2 - math.ceil(math.log2(max(peak, thr, 1e-30)))
+    held = "" if threshold is None else f" and threshold {thr:.4g}"
+    st.note(node, f"{var} format chosen from calibration: peak {peak:.4g}{held} -> s{width}.{f}")
     return FixedQuant(f, -(1 << (width - 1)), (1 << (width - 1)) - 1, st.target.rounding), False
 
 
@@ -228,15 +243,37 @@ def _bias(st: _State, node: str, bias: np.ndarray, frac: int) -> np.ndarray:
     return codes
 
 
+def _reachable(st: _State, node: str, threshold: np.ndarray, mem: FixedQuant, calibrated: bool) -> None:
+    """Refuses (calibrated grid) or notes (the model's format) thresholds no membrane can exceed."""
+    never = int(np.count_nonzero(threshold >= mem.hi))
+    if not never:
+        return
+    fired = (
+        ""
+        if st.fired is None
+        else f"; the float model fires {st.fired[node]:,} times on the calibration data"
+    )
+    text = (
+        f"threshold code {int(threshold.max())} is not below the largest membrane code {mem.hi} of "
+        f"{mem.describe()}: {never} of {threshold.size} thresholds can never be crossed{fired}"
+    )
+    if calibrated:
+        raise QuantizationError(f"node {node!r}: {text}")
+    st.note(node, f"NEVER FIRES: {text}")
+    st.warnings += 1
+
+
 def _q_neuron(st: _State, node: str, op: LIF | CubaLIF, in_frac: int) -> dict[str, Any]:
     """The fields every fixed-point neuron shares: state format, decay, threshold, timing, spikes."""
-    mem, exact_state = _state_format(st, node, "mem", op.mem_quant)
+    mem, exact_state = _state_format(st, node, "mem", op.mem_quant, op.threshold)
     g_codes, g = _graded(st, node, op.graded)
     rec, rec_frac = _recurrence(st, node, op.recurrence, g)
+    threshold = _on_grid(st, node, "threshold", op.threshold, mem.frac, exact_only=exact_state)
+    _reachable(st, node, threshold, mem, calibrated=op.mem_quant is None)
     return {
         "beta": _decay(st, node, "beta", op.beta),
         "decay_frac": st.target.decay_frac,
-        "threshold": _on_grid(st, node, "threshold", op.threshold, mem.frac, exact_only=exact_state),
+        "threshold": threshold,
         "mem": mem,
         "in_frac": in_frac,
         "reset": op.reset,
@@ -302,18 +339,22 @@ def _input_frac(st: _State, calibration: np.ndarray | None) -> int:
     return frac
 
 
-def _calibration_ranges(graph: Graph, calibration: np.ndarray) -> dict[str, dict[str, float]]:
+def _calibration_ranges(
+    graph: Graph, calibration: np.ndarray
+) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """The peak |state| of every neuron node's every state variable over a float run, and its spikes."""
     run = run_float(graph, calibration)
-    return {
+    peaks = {
         n: {var: float(np.abs(v).max(initial=0)) for var, v in st.items()} for n, st in run.states.items()
     }
+    return peaks, {n: int(np.count_nonzero(s)) for n, s in run.spikes.items()}
 
 
 def quantize(graph: Graph, target: Target, calibration: np.ndarray | None = None) -> QuantizeResult:
     """Puts every value of the float ``graph`` on ``target``'s fixed-point grids (see the module doc)."""
     graph.verify()
-    ranges = _calibration_ranges(graph, calibration) if calibration is not None else None
-    st = _State(graph, target, ranges, Graph(), {}, [])
+    ranges, fired = _calibration_ranges(graph, calibration) if calibration is not None else (None, None)
+    st = _State(graph, target, ranges, fired, Graph(), {}, [])
     for node in graph.topo_order():
         op = graph.op(node)
         if isinstance(op, Input):
@@ -326,4 +367,4 @@ def quantize(graph: Graph, target: Target, calibration: np.ndarray | None = None
         st.out.add(node, new, graph.args(node), graph.source(node))
         st.fracs = st.out.fracs()
     st.out.verify()
-    return QuantizeResult(st.out, tuple(st.notes), not st.notes)
+    return QuantizeResult(st.out, tuple(st.notes), len(st.notes) == st.warnings)

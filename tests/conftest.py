@@ -28,6 +28,19 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def kernel_timings(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The fast engine times its kernels once per machine and caches the figures in the user's cache
+    directory; the tests keep theirs in a temporary one (subprocesses inherit it)."""
+    saved = os.environ.get("SNNCOMPILE_CACHE_DIR")
+    os.environ["SNNCOMPILE_CACHE_DIR"] = str(tmp_path_factory.mktemp("kernel-timings"))
+    yield
+    if saved is None:
+        os.environ.pop("SNNCOMPILE_CACHE_DIR")
+    else:
+        os.environ["SNNCOMPILE_CACHE_DIR"] = saved
+
+
 def require_tool(command: str, package: str) -> None:
     """Skips the calling test when the external tool ``command`` is not on the PATH; under CI (``$CI``
     set) fails it instead: .ci/run installs the hardware toolchain, so a missing tool there is a broken

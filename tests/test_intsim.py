@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from snncompile.backends.intsim import CycleModel, plan, simulate
+from snncompile.backends.intsim import CycleModel, describe_plan, plan, simulate, tuning
+from snncompile.backends.intsim.engine import legal_paths, synapse_nodes
 from snncompile.quant.fixed import ROUNDINGS
 
 from snncompile import run_integer
+from snncompile.errors import InputError
 from snncompile.ir import (
     QLIF,
     AvgPool2d,
@@ -151,13 +156,31 @@ def assert_same(a: object, b: object) -> None:
         assert ra.saturations[n] == rb.saturations[n], n  # type: ignore[attr-defined]
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(graphs(), st.sampled_from([None, "int64", "blas-f64"]), st.integers(1, 3))
-def test_fast_engine_equals_reference(case: tuple[Graph, np.ndarray], forced: str | None, chunk: int) -> None:
+@settings(max_examples=160, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    graphs(),
+    st.sampled_from([None, "event", "int64", "blas-f64", "mixed"]),
+    st.integers(1, 3),
+    st.sampled_from([None, 1, 2]),
+    st.booleans(),
+)
+def test_fast_engine_equals_reference(
+    case: tuple[Graph, np.ndarray], forced: str | None, chunk: int, steps: int | None, as_float32: bool
+) -> None:
+    """Every path (the planned one, event-driven, int64, float64 BLAS, and per layer a mix of event and
+    dense), batch and time chunking, and float32 or integer input arrays, against the reference."""
     graph, x = case
     reference = run_integer(graph, x)
-    paths = None if forced is None else dict.fromkeys(plan(graph, analyze_ranges(graph, 1 << 8)), forced)
-    assert_same(simulate(graph, x, paths=paths, chunk=chunk, progress=False), reference)
+    synapses = synapse_nodes(graph)
+    paths: dict[str, str] | None = None
+    if forced == "mixed":
+        paths = {n: ("event", "blas-f64")[i % 2] for i, n in enumerate(synapses)}
+    elif forced is not None:
+        paths = dict.fromkeys(synapses, forced)
+    if not as_float32 and graph.op(graph.input_name).frac == 0:  # type: ignore[attr-defined]
+        x = x.astype(np.int16)  # integer spikes: the codes are used as they are
+    run = simulate(graph, x, paths=paths, chunk=chunk, steps=steps, progress=False)
+    assert_same(run, reference)
 
 
 def test_saturation_corner_matches() -> None:
@@ -193,12 +216,13 @@ def test_float32_path_is_refused_when_the_bound_is_not_proven() -> None:
     x = np.ones((2, 3, 64), np.float32)
     x[:, :, ::2] = 1
     x[:, :, 1::4] = 0
-    paths = plan(g, analyze_ranges(g, 1))
-    assert paths["fc"] == "blas-f64"
+    ranges = analyze_ranges(g, 1)
+    assert legal_paths(g.op("fc"), 1, ranges.nodes["fc"].bits) == ["event", "blas-f64"]  # type: ignore[arg-type]
+    assert plan(g, ranges)["fc"].dense == "blas-f64"
     reference = run_integer(g, x)
     assert_same(simulate(g, x, progress=False), reference)
     assert np.abs(reference.states["n"]["mem"]).max() > 2**24  # the case really exceeds float32
-    forced = simulate(g, x, paths={**paths, "fc": "blas-f32"}, progress=False)
+    forced = simulate(g, x, paths={"fc": "blas-f32"}, progress=False)
     assert not np.array_equal(forced.states["n"]["mem"], reference.states["n"]["mem"])
 
 
@@ -280,3 +304,91 @@ def test_pipelined_schedule_takes_the_slowest_layer() -> None:
     # layer n: 4 events + 5 update = 9; layer n2: 3 events (1 core, 2 neurons: ceil(2/2)=1 each) + (2 + 3) = 8
     assert a.layer_cycles["n"][0, 0] == 9 and a.layer_cycles["n2"][0, 0] == 8
     assert a.cycles[0, 0] == 17 and b.cycles[0, 0] == 9
+
+
+def conv_graph(wmax: int) -> Graph:
+    """input 3x9x9 -> conv 3->8 (3x3, padding 1) -> LIF -> flatten -> linear -> LIF. With oneDNN disabled,
+    torch runs this conv through NNPACK, whose float32 results are off by up to 0.02 at ``wmax = 2**10``."""
+    rng = np.random.default_rng(3)
+    g = Graph()
+    g.add("x", Input((3, 9, 9), frac=0))
+    w = rng.integers(-wmax, wmax + 1, (8, 3, 3, 3)).astype(np.int64)
+    conv = QConv2d(w, rng.integers(-9, 9, 8).astype(np.int64), padding=(1, 1), weight_frac=0)
+    g.add("conv", conv, ["x"])
+    mem = FixedQuant(0, -(1 << 30), (1 << 30) - 1, "half_even")
+    lif = QLIF(beta=np.array(3, np.int64), decay_frac=2, threshold=np.array(wmax * 4, np.int64), mem=mem, in_frac=0)
+    g.add("n1", lif, ["conv"])
+    g.add("flat", Flatten(), ["n1"])
+    g.add("fc", QLinear(rng.integers(-wmax, wmax + 1, (4, 8 * 9 * 9)).astype(np.int64), None, weight_frac=0), ["flat"])
+    g.add("n2", dataclasses.replace(lif, threshold=np.array(wmax, np.int64)), ["fc"])
+    g.add("out", Output(), ["n2"])
+    g.verify()
+    return g
+
+
+@pytest.mark.parametrize("path", ["blas-f32", "event"])
+def test_conv_is_exact_whatever_torch_backend(path: str) -> None:
+    """The dense conv path is unfold + matrix product at IEEE float32 precision, so disabling oneDNN (torch
+    then takes NNPACK or its slow path) or asking for reduced matmul precision changes no bit."""
+    g = conv_graph(2**10)
+    x = (np.random.default_rng(0).random((4, 5, 3, 9, 9)) < 0.5).astype(np.float32)
+    reference = run_integer(g, x)
+    paths = {"conv": path, "fc": path}
+    saved = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        with torch.backends.mkldnn.flags(enabled=False):
+            assert_same(simulate(g, x, paths=paths, progress=False), reference)
+    finally:
+        torch.set_float32_matmul_precision(saved)
+    assert torch.get_float32_matmul_precision() == saved
+
+
+def test_float32_inputs_beyond_spikes_and_off_the_grid() -> None:
+    """float32 inputs are read without conversion as spikes; values above 1 (graded integers) are still
+    exact, and values off the integer grid are refused."""
+    g = conv_graph(5)
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 4, (3, 2, 3, 9, 9)).astype(np.float32)
+    assert_same(simulate(g, x, progress=False), run_integer(g, x))
+    x[1, 1, 0, 0, 0] = 0.5
+    with pytest.raises(InputError, match="input grid"):
+        simulate(g, x, progress=False)
+
+
+def test_kernel_timings_are_cached_per_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The first plan times the candidates and writes them to the cache directory; the next one reads
+    them (timing again would fail here); describe_plan names the CPU and each candidate's cost."""
+    monkeypatch.setenv("SNNCOMPILE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("SNNCOMPILE_TUNE", "1")
+    tuning._cache.cache_clear()
+    g = conv_graph(5)
+    ranges = analyze_ranges(g, 1)
+    first = plan(g, ranges)
+    files = list(tmp_path.glob("kernels-*.json"))
+    assert len(files) == 1
+    saved = json.loads(files[0].read_text())
+    assert saved["machine"]["cpu"] == tuning.machine()["cpu"] and len(saved["costs"]) == 2
+    tuning._cache.cache_clear()
+
+    def no_timing(*args: object, **kwargs: object) -> float:
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr(tuning, "best_time", no_timing)
+    again = plan(g, ranges)
+    assert again == first
+    text = describe_plan(g, again)
+    assert tuning.machine()["cpu"] in text and "event@0.05" in text and "blas-f32" in text
+    for choice in again.values():
+        best_dense = min(choice.costs[p] for p in ("blas-f32", "int8-mm") if p in choice.costs)
+        assert choice.costs[choice.dense] == best_dense  # never a slower dense path than another exact one
+    tuning._cache.cache_clear()
+
+
+def test_forced_paths_are_checked() -> None:
+    g = conv_graph(5)
+    x = np.zeros((1, 1, 3, 9, 9), np.float32)
+    with pytest.raises(InputError, match="not a synapse node"):
+        simulate(g, x, paths={"n1": "event"}, progress=False)
+    with pytest.raises(InputError, match="is not one of"):
+        simulate(g, x, paths={"conv": "gpu"}, progress=False)

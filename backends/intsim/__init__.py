@@ -2,6 +2,6 @@
 cycle model of the target's core."""
 
 from snncompile.backends.intsim.cycles import CycleModel, CycleReport
-from snncompile.backends.intsim.engine import choose_path, describe_plan, plan, simulate
+from snncompile.backends.intsim.engine import PATHS, Choice, describe_plan, plan, simulate
 
-__all__ = ["CycleModel", "CycleReport", "choose_path", "describe_plan", "plan", "simulate"]
+__all__ = ["PATHS", "Choice", "CycleModel", "CycleReport", "describe_plan", "plan", "simulate"]

@@ -1,47 +1,86 @@
 """The fast engine of the integer simulator, bit-identical to the reference interpreter.
 
-Evaluation is layer by layer over the whole run (a feed-forward layer's input does not depend on its
-own state), so every synapse op is one big matrix product over all ``T*B`` samples. Its path comes from
-the static range analysis of the graph for the actual input bound:
+The run streams: samples in batch chunks, each chunk's time steps in time chunks, every node evaluated
+on the chunk in graph order with the neuron states carried from one time chunk to the next, so the
+memory a run adds is the chunk's (plus the recorded outputs), not ``T x B`` of every layer.
 
-* ``int8-mm``: weights and inputs fit int8 and every sum fits int32: ``torch._int_mm`` on the CPU's
-  int8 units (a dense layer with input and output sizes that are multiples of 8);
+Each synapse op (``QLinear``, ``QConv2d``) has several exact paths, admitted by the static range
+analysis of the graph for the actual input bound:
+
+* ``event``: for each input that is nonzero, add its weight row (times the value) to the outputs, in
+  int32 where every partial sum fits, else int64 (compiled, ``kernels.py``); no float bound needed.
+  When the op's only user is a neuron, the accumulation runs inside the neuron's kernel (fused);
+* ``int8-mm``: weights and inputs fit int8 and every sum fits int32: ``torch._int_mm``;
 * ``blas-f32``: the largest partial sum stays below 2**24, so float32 BLAS is exact;
 * ``blas-f64``: below 2**53, float64 BLAS is exact;
-* ``int64``: otherwise the reference's plain integer product.
+* ``int64``: the reference's plain integer product.
 
-Pools run through torch on the same exact floats. Neurons run the reference rules (int64 numpy,
-vectorised over batch and neurons), with their recurrent products on the same BLAS paths. Results are
-the reference interpreter's, bit for bit: the property tests check it on random graphs.
+A convolution's dense paths are ``unfold`` + matrix product (plain dot products, so exact whatever
+torch's conv backend, with matmul precision pinned to IEEE by :func:`tuning.exact_float`).
+
+Which path is fastest depends on the CPU and on the input's density: :mod:`tuning` times the legal
+candidates once per machine and shape class and caches the figures; at run time each chunk measures its
+input density and takes the event path when its cost at that density is below the best dense path.
+Neurons and their recurrence run in compiled kernels, all steps of a chunk in one call. Pools reduce
+strided slices exactly (max, or an integer sum). Results are the reference interpreter's, bit for bit:
+the property tests check every path on random graphs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from snncompile.backends.intsim.kernels import NeuronKernel, spike_dtype, state_dtype
-
-from snncompile.errors import GraphError
-from snncompile.interpreters.common import Run
-from snncompile.interpreters.integer import (
-    EVAL as REFERENCE,
+from snncompile.backends.intsim import tuning
+from snncompile.backends.intsim.kernels import (
+    EventSynapses,
+    NeuronKernel,
+    Rows,
+    spike_codes,
+    spike_dtype,
+    state_dtype,
+    synapse_rows,
 )
-from snncompile.interpreters.integer import Counter, input_codes, recurrent_int
-from snncompile.ir import QLIF, AvgPool2d, Graph, MaxPool2d, Op, QConv2d, QCubaLIF, QLinear, SumPool2d
-from snncompile.ir.ops import ConvRecurrence, DenseRecurrence, Recurrence
+
+from snncompile.errors import InputError
+from snncompile.interpreters.common import Run
+from snncompile.interpreters.integer import EVAL as REFERENCE
+from snncompile.interpreters.integer import input_codes
+from snncompile.ir import QLIF, AvgPool2d, Graph, Input, MaxPool2d, Op, QConv2d, QCubaLIF, QLinear, SumPool2d
 from snncompile.passes.ranges import RangeReport, analyze_ranges
 
 Array = np.ndarray
-Path = str  # "int8-mm" | "blas-f32" | "blas-f64" | "int64"
+Path = str
+PATHS: tuple[Path, ...] = ("event", "int8-mm", "blas-f32", "blas-f64", "int64")
+#: the bytes of intermediate values one chunk may hold (sizes its rows = samples x steps)
+CHUNK_BYTES = 48 << 20
+#: densities at which the event path is timed (its cost is linear in the density between them)
+DENSITIES = (0.05, 0.5)
+#: the event path's density threshold when kernels are not timed (SNNCOMPILE_TUNE=0)
+DEFAULT_EVENT_BELOW = 0.25
 
 
-def choose_path(bits: int) -> Path:
-    return "blas-f32" if bits <= 24 else "blas-f64" if bits <= 53 else "int64"
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """How a synapse op runs: ``dense`` is its path for dense inputs; the event path runs instead for a
+    chunk whose input density is below ``event_below`` (0: never, above 1: always); ``fused``: the event
+    path accumulates inside its neuron's kernel; ``costs``: the measured seconds per sample and step of
+    each candidate; ``why``: the reason, for :func:`describe_plan`."""
+
+    dense: Path
+    event_below: float
+    fused: bool
+    costs: Mapping[str, float]
+    why: str
+
+    def path(self, density: float) -> Path:
+        return "event" if density < self.event_below else self.dense
 
 
 def _int8_ok(op: Op, input_max: int, bits: int) -> bool:
@@ -52,68 +91,220 @@ def _int8_ok(op: Op, input_max: int, bits: int) -> bool:
     return in_f % 8 == 0 and out_f % 8 == 0 and int(np.abs(op.weight).max(initial=0)) <= 127
 
 
-def _dtype(path: Path) -> torch.dtype:
-    return torch.float32 if path == "blas-f32" else torch.float64
+def legal_paths(op: QLinear | QConv2d, input_max: int, bits: int) -> list[Path]:
+    """The exact paths of a synapse op whose input is bounded by ``input_max`` and whose partial sums
+    need ``bits`` bits, event path first."""
+    out = ["event"]
+    if _int8_ok(op, input_max, bits):
+        out.append("int8-mm")
+    out += ["blas-f32"] if bits <= 24 else ["blas-f64"] if bits <= 53 else ["int64"]
+    return out
 
 
-def _as_float(x: Array, path: Path) -> torch.Tensor:
-    x = np.ascontiguousarray(x)
-    if not x.flags.writeable:  # IR arrays are read-only; torch wants a writable buffer
-        x = x.copy()
-    return torch.from_numpy(x).to(_dtype(path))
+def _acc_dtype(bits: int) -> type[np.signedinteger[Any]]:
+    return np.int32 if bits <= 31 else np.int64
 
 
-def _values(t: torch.Tensor) -> Array:
-    """A BLAS result as it is: float values that are exact integers (the path guarantees it). Stateless
-    ops and the neuron kernels read them directly; integer rules convert them."""
-    return t.numpy()
-
-
-def _rows(x: Array) -> Array:
-    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
-
-
-def _int8_linear(op: QLinear, x: Array) -> Array:
-    rows = torch.from_numpy(np.ascontiguousarray(_rows(x)).astype(np.int8, copy=False))
-    if rows.shape[0] <= 16:  # _int_mm needs more than 16 rows
-        rows = torch.cat([rows, rows.new_zeros(17 - rows.shape[0], rows.shape[1])])
-    y = torch._int_mm(rows, torch.from_numpy(np.ascontiguousarray(op.weight.T, dtype=np.int8)))[
-        : x.shape[0] * x.shape[1]
-    ]
-    out = y.numpy()  # int32: the plan admits this path only when every sum fits
-    if op.bias is not None:
-        out += op.bias.astype(np.int32)
-    return out.reshape(x.shape[0], x.shape[1], -1)
-
-
-def _fast_linear(op: QLinear, x: Array, path: Path) -> Array:
-    w = _as_float(op.weight, path)
-    b = None if op.bias is None else _as_float(op.bias, path)
-    y = F.linear(_as_float(_rows(x), path), w, b)
-    return _values(y).reshape(x.shape[0], x.shape[1], -1)
-
-
-def _fast_conv(op: QConv2d, x: Array, path: Path) -> Array:
-    w = _as_float(op.weight, path)
-    b = None if op.bias is None else _as_float(op.bias, path)
-    y = F.conv2d(_as_float(_rows(x), path), w, b, op.stride, op.padding, op.dilation, op.groups)
-    return _values(y).reshape(x.shape[0], x.shape[1], *y.shape[1:])
-
-
-def _fast_pool(op: MaxPool2d | SumPool2d | AvgPool2d, x: Array, path: Path) -> Array:
-    v = _as_float(_rows(x), path)
-    simple = (
-        op.padding == (0, 0)
-        and not getattr(op, "ceil_mode", False)
-        and getattr(op, "dilation", (1, 1)) == (1, 1)
+def _fusable(graph: Graph, name: str, keep: Collection[str]) -> bool:
+    users = graph.users(name)
+    return (
+        len(users) == 1
+        and isinstance(graph.op(users[0]), QLIF | QCubaLIF)
+        and name != graph.output_name
+        and name not in keep
     )
-    if simple:  # kh*kw strided slices combined elementwise: several times faster than torch's pooling
-        y = _window_reduce(v, op, torch.maximum if isinstance(op, MaxPool2d) else torch.add)
-    elif isinstance(op, MaxPool2d):
-        y = F.max_pool2d(v, op.kernel, op.stride, op.padding, op.dilation, op.ceil_mode)
-    else:  # a window sum: AvgPool2d's division is its finer output grid
-        y = F.avg_pool2d(v, op.kernel, op.stride, op.padding, divisor_override=1)
-    return _values(y).reshape(x.shape[0], x.shape[1], *y.shape[1:])
+
+
+# ------------------------------------------------------------------------------------ dense paths
+
+
+def _float(x: Array, path: Path) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    return t.to(torch.float32 if path == "blas-f32" else torch.float64)
+
+
+def _weights(op: QLinear | QConv2d, path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    w = torch.from_numpy(np.array(op.weight))
+    b = None if op.bias is None else torch.from_numpy(np.array(op.bias))
+    dtype = torch.float32 if path == "blas-f32" else torch.float64
+    return w.to(dtype), None if b is None else b.to(dtype)
+
+
+class DenseSynapses:
+    """A synapse op on a dense path over rows ``(R, *in_shape)``: float BLAS (a linear layer, or a conv
+    as unfold + matrix product), ``torch._int_mm``, or the reference's int64 rule."""
+
+    def __init__(self, op: QLinear | QConv2d, path: Path) -> None:
+        self.op, self.path = op, path
+        if path in ("blas-f32", "blas-f64"):
+            self.w, self.b = _weights(op, path)
+        elif path == "int8-mm":
+            self.w8 = torch.from_numpy(np.ascontiguousarray(op.weight.T, dtype=np.int8))
+            self.b32 = None if op.bias is None else op.bias.astype(np.int32)
+
+    def __call__(self, x: Array) -> Array:
+        """``x`` (R, *in_shape) -> (R, *out_shape); float values that are exact integers on float
+        paths (neuron kernels read them directly), integers otherwise."""
+        if self.path == "int64":
+            return REFERENCE[type(self.op)](self.op, [x[None].astype(np.int64)], {"n": 0})[0][0]
+        if self.path == "int8-mm":
+            rows = torch.from_numpy(np.ascontiguousarray(x).astype(np.int8, copy=False))
+            n = rows.shape[0]
+            if n <= 16:  # _int_mm needs more than 16 rows
+                rows = torch.cat([rows, rows.new_zeros(17 - n, rows.shape[1])])
+            y = torch._int_mm(rows, self.w8)[:n].numpy()
+            return y if self.b32 is None else y + self.b32
+        with tuning.exact_float():
+            v = _float(x, self.path)
+            if isinstance(self.op, QLinear):
+                return F.linear(v, self.w, self.b).numpy()
+            return self._conv(v).numpy()
+
+    def _conv(self, v: torch.Tensor) -> torch.Tensor:
+        """torch's conv2d as im2col and one matrix product per group: plain dot products."""
+        op, w = self.op, self.w
+        assert isinstance(op, QConv2d)
+        n, _, h, wd = v.shape
+        c_out, cin_g, kh, kw = w.shape
+        (sh, sw), (ph, pw), (dh, dw) = op.stride, op.padding, op.dilation
+        oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        cols = F.unfold(v, (kh, kw), dilation=op.dilation, padding=op.padding, stride=op.stride)
+        g = op.groups
+        cols = cols.reshape(n, g, cin_g * kh * kw, oh * ow)
+        y = torch.matmul(w.reshape(g, c_out // g, cin_g * kh * kw), cols).reshape(n, c_out, oh, ow)
+        return y if self.b is None else y + self.b.reshape(1, -1, 1, 1)
+
+
+# ------------------------------------------------------------------------------------ timing
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _class_op(op: QLinear | QConv2d, in_shape: tuple[int, ...]) -> tuple[QLinear | QConv2d, tuple[int, ...], str]:
+    """A synthetic op of ``op``'s shape class (dense: sizes rounded up to powers of two) and its key."""
+    rng = np.random.default_rng(0)
+    if isinstance(op, QLinear):
+        n_out, n_in = (_pow2(d) for d in op.weight.shape)
+        w = rng.integers(-100, 101, (n_out, n_in)).astype(np.int64)
+        return QLinear(w, None, weight_frac=0), (n_in,), f"linear {n_in}x{n_out}"
+    w = rng.integers(-100, 101, op.weight.shape).astype(np.int64)
+    key = f"conv {in_shape} k{op.weight.shape} s{op.stride} p{op.padding} d{op.dilation} g{op.groups}"
+    return dataclasses.replace(op, weight=w, bias=None), in_shape, key
+
+
+def _timers(
+    op: QLinear | QConv2d, in_shape: tuple[int, ...], candidates: list[Path], acc: type[np.signedinteger[Any]]
+) -> tuple[str, dict[str, Callable[[], float]]]:
+    """The shape class key and, per candidate (the event path at each of ``DENSITIES``), a callable
+    that times it on synthetic spikes and returns seconds per sample-step."""
+    synth, shape, key = _class_op(op, in_shape)
+    n_in = math.prod(shape)
+    out_size = int(synth.weight.shape[0]) if isinstance(synth, QLinear) else 0
+    if isinstance(synth, QConv2d):
+        taps = math.prod(synth.weight.shape[1:])
+        out_size = int(synth.weight.shape[0]) * max(1, n_in // max(1, shape[0])) * taps
+    rows = int(min(1024, max(16, (16 << 20) // (8 * max(n_in, out_size)))))
+    rng = np.random.default_rng(1)
+
+    def spikes(density: float) -> Array:
+        return (rng.random((rows, *shape)) < density).astype(np.int8)
+
+    def dense(path: Path) -> Callable[[], float]:
+        def run() -> float:
+            x, syn = spikes(0.1), DenseSynapses(synth, path)
+            return tuning.best_time(lambda: syn(x)) / rows
+
+        return run
+
+    def event(density: float) -> Callable[[], float]:
+        def run() -> float:
+            x = spikes(density).reshape(1, rows, n_in)
+            syn = EventSynapses(synapse_rows(synth, shape), acc)
+            return tuning.best_time(lambda: syn.run(x, 1)) / rows
+
+        return run
+
+    timers: dict[str, Callable[[], float]] = {}
+    for p in candidates:
+        if p == "event":
+            timers |= {f"event@{d}": event(d) for d in DENSITIES}
+        else:
+            timers[p] = dense(p)
+    return f"{key} {np.dtype(acc).name}", timers
+
+
+def _choose(
+    op: QLinear | QConv2d, in_shape: tuple[int, ...], input_max: int, bits: int, fused: bool
+) -> Choice:
+    legal = legal_paths(op, input_max, bits)
+    dense_legal = [p for p in legal if p != "event"]
+    if not tuning.tuning_enabled():
+        vnni = {"avx512_vnni", "avx_vnni", "amx_int8"} & set(tuning.machine()["features"])
+        dense = "int8-mm" if "int8-mm" in dense_legal and vnni else dense_legal[-1]
+        why = f"not timed (SNNCOMPILE_TUNE=0): {dense}, event below density {DEFAULT_EVENT_BELOW}"
+        return Choice(dense, DEFAULT_EVENT_BELOW, fused, {}, why)
+    key, timers = _timers(op, in_shape, legal, _acc_dtype(bits))
+    costs = tuning.costs(key, timers)
+    dense = min(dense_legal, key=lambda p: costs[p])
+    (d0, d1), (c0, c1) = DENSITIES, (costs[f"event@{d}"] for d in DENSITIES)
+    slope = (c1 - c0) / (d1 - d0)
+    at_zero = c0 - slope * d0
+    if slope <= 0:
+        below = 2.0 if c1 < costs[dense] else 0.0
+    else:
+        below = min(2.0, max(0.0, (costs[dense] - at_zero) / slope))
+    why = f"{dense} for dense inputs, event below density {below:.3g}" if below <= 1 else "event at any density"
+    return Choice(dense, below, fused, costs, why)
+
+
+# ------------------------------------------------------------------------------------ the plan
+
+
+def synapse_nodes(graph: Graph) -> list[str]:
+    return [n for n in graph.topo_order() if isinstance(graph.op(n), QLinear | QConv2d)]
+
+
+def plan(graph: Graph, ranges: RangeReport, keep: Collection[str] = ()) -> dict[str, Choice]:
+    """The choice of every synapse node: its legal exact paths timed on this machine (or cached)."""
+    shapes = graph.shapes()
+    out: dict[str, Choice] = {}
+    for n in synapse_nodes(graph):
+        op = graph.op(n)
+        assert isinstance(op, QLinear | QConv2d)
+        arg = graph.args(n)[0]
+        out[n] = _choose(op, shapes[arg], ranges.nodes[arg].out_max, ranges.nodes[n].bits, _fusable(graph, n, keep))
+    return out
+
+
+def forced_plan(graph: Graph, paths: Mapping[str, Path], keep: Collection[str] = ()) -> dict[str, Choice]:
+    """Choices that run each named synapse node on the given path (tests and debugging; a float path
+    forced beyond its proven bound gives wrong results)."""
+    out: dict[str, Choice] = {}
+    synapses = synapse_nodes(graph)
+    for n, p in paths.items():
+        if n not in synapses:
+            raise InputError(f"paths names {n!r}, which is not a synapse node; synapse nodes: {', '.join(synapses)}")
+        if p not in PATHS:
+            raise InputError(f"path {p!r} for node {n!r} is not one of {', '.join(PATHS)}")
+        event = p == "event"
+        out[n] = Choice("int64" if event else p, 2.0 if event else 0.0, _fusable(graph, n, keep), {}, "forced")
+    return out
+
+
+def describe_plan(graph: Graph, choices: Mapping[str, Choice]) -> str:
+    """The CPU, and per synapse node its kind, the candidates' costs (ns per sample-step) and the choice."""
+    lines = [f"machine: {tuning.describe_machine()}"]
+    for n, c in choices.items():
+        costs = ", ".join(f"{p} {1e9 * s:.0f}" for p, s in c.costs.items()) or "not timed"
+        fused = ", fused into its neuron" if c.fused else ""
+        lines.append(f"{n:>16}  {graph.op(n).kind:<8} {c.why}{fused}  [ns/sample-step: {costs}]")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ the run
 
 
 def _window_reduce(v: torch.Tensor, op: MaxPool2d | SumPool2d | AvgPool2d, combine: Any) -> torch.Tensor:
@@ -129,82 +320,74 @@ def _window_reduce(v: torch.Tensor, op: MaxPool2d | SumPool2d | AvgPool2d, combi
     return out.contiguous()
 
 
-def _fast_recur(rec: Recurrence, path: Path) -> Callable[[Array], Array]:
-    """``R(s)`` with the recurrent weights converted once for the whole run."""
-    if path == "int64" or not isinstance(rec, DenseRecurrence | ConvRecurrence):
-        return lambda s: recurrent_int(rec, s)
-    w = _as_float(rec.weight, path)
-    b = None if rec.bias is None else _as_float(rec.bias, path)
-    if isinstance(rec, DenseRecurrence):
-        return lambda s: _values(F.linear(_as_float(s, path), w, b))
-    padding = rec.padding
-    return lambda s: _values(F.conv2d(_as_float(s, path), w, b, padding=padding))
-
-
-def _neuron(
-    op: QLIF | QCubaLIF, x: Array, sat: Counter, path: Path, record: bool = True
-) -> tuple[Array, dict[str, Array]]:
-    """A neuron layer through its fused kernel: all steps in one call, or step by step when the
-    recurrent input (a BLAS product of the previous step's spikes) must be computed in between.
-    Spikes come back as compact codes (int8 where the graded factor allows), states as int32/int64."""
-    steps, batch, shape = x.shape[0], x.shape[1], tuple(x.shape[2:])
-    kernel = NeuronKernel(op, shape, record)
-    flat = np.ascontiguousarray(x.reshape(steps, batch, -1))
-    size = flat.shape[2]
-    names = ("mem", "syn") if isinstance(op, QCubaLIF) else ("mem",)
-    state = {v: np.zeros((batch, size), np.int64) for v in names}
-    stored = (steps, batch, size) if record else (1, 1, 1)
-    out = {"spikes": np.empty((steps, batch, size), spike_dtype(op.graded))}
-    out |= {v: np.empty(stored, state_dtype(getattr(op, v))) for v in names}
-    if op.recurrence is None:
-        sat["n"] += kernel.run(flat, np.zeros((1, 1, 1), np.int64), state, out)
+def _pool(op: MaxPool2d | SumPool2d | AvgPool2d, x: Array, bits: int) -> Array:
+    """A pool over rows ``(R, C, H, W)`` of integers or exact floats."""
+    simple = op.padding == (0, 0) and not getattr(op, "ceil_mode", False) and getattr(op, "dilation", (1, 1)) == (1, 1)
+    if not simple:
+        return REFERENCE[type(op)](op, [x[None].astype(np.int64)], {"n": 0})[0][0]
+    v = torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(op, MaxPool2d):
+        return _window_reduce(v, op, torch.maximum).numpy()
+    if v.dtype.is_floating_point:  # a window sum of exact floats: float32 while the sum fits 2**24
+        v = v.to(torch.float32 if bits <= 24 else torch.float64)
     else:
-        recur = _fast_recur(op.recurrence, path)
-        previous = np.zeros((batch, *shape), np.int64)
-        for t in range(steps):
-            rec = np.ascontiguousarray(recur(previous).reshape(1, batch, size))
-            now = {k: v[t : t + 1] if record or k == "spikes" else v for k, v in out.items()}
-            sat["n"] += kernel.run(flat[t : t + 1], rec, state, now)
-            previous = out["spikes"][t].reshape(batch, *shape)
-    spikes = out.pop("spikes").reshape(steps, batch, *shape)
-    return spikes, {k: v.reshape(steps, batch, *shape) for k, v in out.items()} if record else {}
+        v = v.to(torch.int32 if bits <= 31 else torch.int64)
+    return _window_reduce(v, op, torch.add).numpy()
 
 
-def plan(graph: Graph, ranges: RangeReport) -> dict[str, Path]:
-    """The path of every synapse, pool and neuron node (the engine's debug listing)."""
-    out: dict[str, Path] = {}
-    for n in graph.topo_order():
-        op = graph.op(n)
-        if isinstance(op, QLinear | QConv2d | MaxPool2d | SumPool2d | AvgPool2d | QLIF | QCubaLIF):
-            bits = ranges.nodes[n].bits
-            x_max = ranges.nodes[graph.args(n)[0]].out_max
-            out[n] = "int8-mm" if _int8_ok(op, x_max, bits) else choose_path(bits)
-    return out
+class _Node:
+    """One node prepared for the run: its kernels, built once."""
+
+    def __init__(self, graph: Graph, name: str, choice: Choice | None, ranges: RangeReport, record: bool) -> None:
+        self.name, self.op = name, graph.op(name)
+        self.args = graph.args(name)
+        self.shape = graph.shapes()[name]
+        self.bits = ranges.nodes[name].bits if name in ranges.nodes else 0
+        self.choice = choice
+        self.dense: DenseSynapses | None = None
+        self.event: EventSynapses | None = None
+        self.kernel: NeuronKernel | None = None
+        self.fused_kernel: NeuronKernel | None = None
+        self.source: _Node | None = None  # a neuron's fused synapse node
+        if isinstance(self.op, QLinear | QConv2d):
+            assert choice is not None
+            in_shape = graph.shapes()[self.args[0]]
+            self.limit = max(1, ranges.nodes[self.args[0]].out_max)
+            self.dense = DenseSynapses(self.op, choice.dense) if choice.event_below <= 1 else None
+            if not choice.fused and choice.event_below > 0:
+                self.event = EventSynapses(synapse_rows(self.op, in_shape), _acc_dtype(self.bits))
+        if isinstance(self.op, QLIF | QCubaLIF):
+            self.kernel = NeuronKernel(self.op, self.shape, record)
+
+    def fuse(self, syn: _Node, graph: Graph) -> None:
+        """Lets this neuron accumulate ``syn``'s events itself."""
+        assert isinstance(self.op, QLIF | QCubaLIF) and isinstance(syn.op, QLinear | QConv2d)
+        rows = synapse_rows(syn.op, graph.shapes()[syn.args[0]])
+        self.source = syn
+        self.fused_kernel = NeuronKernel(self.op, self.shape, self.kernel.record if self.kernel else True,
+                                         rows, _acc_dtype(syn.bits))  # fmt: skip
 
 
-def describe_plan(graph: Graph, paths: dict[str, Path]) -> str:
-    return "\n".join(f"{n:>16}  {graph.op(n).kind:<10} {p}" for n, p in paths.items())
+def _density(x: Array) -> float:
+    """The fraction of nonzero values, measured on a few evenly spread rows of ``x`` (T, B, ...)."""
+    steps = np.unique(np.linspace(0, x.shape[0] - 1, min(x.shape[0], 8)).astype(int))
+    sample = x[steps, : min(x.shape[1], 16)]
+    return float(np.count_nonzero(sample)) / max(1, sample.size)
 
 
-def _eval(
-    op: Op, args: list[Array], sat: Counter, path: Path | None, record: bool = True
-) -> tuple[Array, dict[str, Array]]:
-    if path == "int8-mm" and isinstance(op, QLinear):
-        return _int8_linear(op, args[0]), {}
-    if path is not None and path != "int64":
-        if isinstance(op, QLinear):
-            return _fast_linear(op, args[0], path), {}
-        if isinstance(op, QConv2d):
-            return _fast_conv(op, args[0], path), {}
-        if isinstance(op, MaxPool2d | SumPool2d | AvgPool2d):
-            return _fast_pool(op, args[0], path), {}
-    if isinstance(op, QLIF | QCubaLIF):
-        return _neuron(op, args[0], sat, path or "int64", record)
-    args = [a.astype(np.int64, copy=False) for a in args]  # the reference rules compute in int64
-    rule = REFERENCE.get(type(op))
-    if rule is None:
-        raise GraphError(f"the simulator has no rule for {op.kind}")
-    return rule(op, args, sat)
+class _Void(Exception):
+    """Raised when a kernel met input events beyond the bound the plan assumed (float32 inputs read
+    without conversion): the run restarts on converted codes."""
+
+
+@dataclasses.dataclass
+class _Outputs:
+    """The run's preallocated results, (T, B, ...) each, written chunk by chunk."""
+
+    spikes: dict[str, Array]
+    states: dict[str, dict[str, Array]]
+    values: dict[str, Array]
+    saturations: dict[str, int]
 
 
 def _progress(done: int, total: int) -> None:
@@ -216,73 +399,253 @@ def _progress(done: int, total: int) -> None:
     sys.stderr.flush()
 
 
+def _read_input(graph: Graph, x: Any, raw_ok: bool) -> tuple[Array, int, bool]:
+    """The input as the engine reads it: (array, bound of |code|, raw). Spikes as bool/uint8/int8 are
+    used as they are; float32 spikes on an integer grid are read raw by the kernels (bound 1, checked
+    in the kernels) when ``raw_ok``; anything else is converted to integer codes in one pass."""
+    op = graph.op(graph.input_name)
+    assert isinstance(op, Input) and op.frac is not None
+    if isinstance(x, torch.Tensor) and x.dtype == torch.float32:
+        x = x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray) and x.dtype == np.float32 and not op.frac:
+        if x.ndim != len(op.shape) + 2 or tuple(x.shape[2:]) != tuple(op.shape) or 0 in x.shape[:2]:
+            input_codes(graph, x, None)  # refuses it with the interpreter's message
+        if raw_ok:
+            return np.ascontiguousarray(x), 1, True
+        found = spike_codes(x)
+        if found is not None:
+            return found[0], found[1], False
+    codes = input_codes(graph, x, None)  # the smallest integer type: spikes take one byte each
+    peak = int(np.abs(codes).max(initial=0)) if codes.dtype != np.int8 else int(np.abs(codes.astype(np.int16)).max(initial=0))
+    return codes, peak, False
+
+
 def simulate(
     graph: Graph,
     x: Any,
     *,
     record_states: bool = True,
-    chunk: int = 256,
+    chunk: int | None = None,
+    steps: int | None = None,
     progress: bool | None = None,
-    paths: dict[str, Path] | None = None,
+    paths: Mapping[str, Path] | None = None,
     keep: Collection[str] = (),
 ) -> Run:
     """Runs a fixed-point graph on ``x[T, B, ...]`` (values on its input grid), like
-    :func:`snncompile.run_integer` but fast. Samples run in chunks of ``chunk``; ``progress`` (default:
-    when stderr is a terminal) draws a progress bar. ``paths`` overrides the planned path per node;
-    ``keep`` names nodes whose outputs are returned in ``Run.values`` (e.g. for the cycle model)."""
+    :func:`snncompile.run_integer` but fast. Samples run in chunks of ``chunk``, their steps in chunks
+    of ``steps`` (default: sized to :data:`CHUNK_BYTES`); ``progress`` (default: when stderr is a
+    terminal) draws a progress bar. ``paths`` forces the path of synapse nodes (one of :data:`PATHS`);
+    ``keep`` names nodes whose outputs are returned in ``Run.values`` (e.g. for the cycle model).
+    ``record_states=False`` returns the neurons' spikes without their states."""
     graph.verify()
-    codes = input_codes(graph, x, None)  # the smallest integer type: spikes take one byte each
-    # int8 codes (spikes) are bounded by their type, which saves a pass over the input
-    input_max = 127 if codes.dtype == np.int8 else int(max(-int(codes.min()), int(codes.max())))
-    chosen = plan(graph, analyze_ranges(graph, max(input_max, 1))) if paths is None else paths
+    raw_ok = graph.input_name not in keep
+    data, peak, raw = _read_input(graph, x, raw_ok)
+    try:
+        return _simulate(graph, data, peak, raw, record_states, chunk, steps, progress, paths, keep)
+    except _Void:
+        data, peak, _ = _read_input(graph, x, False)
+        return _simulate(graph, data, peak, False, record_states, chunk, steps, progress, paths, keep)
+
+
+def _simulate(
+    graph: Graph,
+    data: Array,
+    peak: int,
+    raw: bool,
+    record: bool,
+    chunk: int | None,
+    steps: int | None,
+    progress: bool | None,
+    paths: Mapping[str, Path] | None,
+    keep: Collection[str],
+) -> Run:
+    ranges = analyze_ranges(graph, max(peak, 1))
+    keep = set(keep)
+    choices = plan(graph, ranges, keep) if paths is None else {**plan_defaults(graph, ranges, keep), **forced_plan(graph, paths, keep)}
+    order = [n for n in graph.topo_order() if n != graph.input_name]
+    nodes = {n: _Node(graph, n, choices.get(n), ranges, record) for n in order}
+    for n, node in nodes.items():
+        if node.choice is not None and node.choice.fused and node.choice.event_below > 0:
+            nodes[graph.users(n)[0]].fuse(node, graph)
+    total_t, total_b = data.shape[0], data.shape[1]
+    out = _allocate(graph, nodes, data, total_t, total_b, record, keep)
+    bc = min(total_b, chunk or 256)
+    per_row = _row_bytes(graph, nodes, data)
+    tc = steps or max(1, min(total_t, CHUNK_BYTES // max(1, per_row * bc)))
     show = sys.stderr.isatty() if progress is None else progress
-    batch = codes.shape[1]
-    runs = []
-    for start in range(0, batch, chunk):
-        runs.append(_run_chunk(graph, codes[:, start : start + chunk], chosen, record_states, set(keep)))
+    last_use = {a: i for i, n in enumerate(order) for a in graph.args(n)}
+    for b0 in range(0, total_b, bc):
+        b1 = min(total_b, b0 + bc)
+        states = {n: node.kernel.new_state(b1 - b0) for n, node in nodes.items() if node.kernel is not None}
+        for t0 in range(0, total_t, tc):
+            t1 = min(total_t, t0 + tc)
+            _run_chunk(graph, nodes, order, last_use, data[t0:t1, b0:b1], raw, states, out, (t0, t1, b0, b1), keep)
         if show:
-            _progress(min(start + chunk, batch), batch)
-    if len(runs) == 1:
-        return runs[0]
-    first = runs[0]
-    return Run(
-        graph,
-        np.concatenate([r.output for r in runs], axis=1),
-        {n: np.concatenate([r.spikes[n] for r in runs], axis=1) for n in first.spikes},
-        {
-            n: {v: np.concatenate([r.states[n][v] for r in runs], axis=1) for v in first.states[n]}
-            for n in first.states
-        },
-        {n: sum(r.saturations[n] for r in runs) for n in first.saturations},
-        {n: np.concatenate([r.values[n] for r in runs], axis=1) for n in first.values},
-    )
+            _progress(b1, total_b)
+    output = out.values[graph.output_name]
+    kept = {n: out.values[n] for n in keep}
+    return Run(graph, output, out.spikes, out.states, out.saturations, kept)
+
+
+def plan_defaults(graph: Graph, ranges: RangeReport, keep: Collection[str]) -> dict[str, Choice]:
+    """The choices of synapse nodes that a forced plan leaves open: their most exact dense path, no
+    timing (forced runs are tests and debugging)."""
+    out: dict[str, Choice] = {}
+    for n in synapse_nodes(graph):
+        op = graph.op(n)
+        assert isinstance(op, QLinear | QConv2d)
+        legal = legal_paths(op, ranges.nodes[graph.args(n)[0]].out_max, ranges.nodes[n].bits)
+        out[n] = Choice(legal[-1], 0.0, _fusable(graph, n, keep), {}, "default")
+    return out
+
+
+def _value_dtype(graph: Graph, nodes: dict[str, _Node], name: str, input_dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """The integer type a node's values are stored in for the run's results."""
+    if name == graph.input_name:
+        return np.dtype(np.int8) if input_dtype.kind == "f" else input_dtype
+    op = graph.op(name)
+    if isinstance(op, QLIF | QCubaLIF):
+        return np.dtype(spike_dtype(op.graded))
+    if isinstance(op, MaxPool2d) or op.kind in ("flatten", "output"):
+        return _value_dtype(graph, nodes, graph.args(name)[0], input_dtype)
+    return np.dtype(np.int64)
+
+
+def _allocate(
+    graph: Graph, nodes: dict[str, _Node], data: Array, steps: int, batch: int, record: bool, keep: set[str]
+) -> _Outputs:
+    out = _Outputs({}, {}, {}, {})
+    for n, node in nodes.items():
+        if node.kernel is not None:
+            size = (steps, batch, *node.shape)
+            out.spikes[n] = np.empty(size, spike_dtype(node.kernel.op.graded))
+            out.states[n] = {v: np.empty(size, state_dtype(getattr(node.op, v))) for v in node.kernel.names} if record else {}
+            out.saturations[n] = 0
+    shapes = graph.shapes()
+    for n in {graph.output_name, *keep}:
+        if n in out.spikes:
+            out.values[n] = out.spikes[n]
+        else:
+            out.values[n] = np.empty((steps, batch, *shapes[n]), _value_dtype(graph, nodes, n, data.dtype))
+    return out
+
+
+def _row_bytes(graph: Graph, nodes: dict[str, _Node], data: Array) -> int:
+    """The bytes one sample-step of the chunk holds at most: the largest node value in float64, or a
+    conv's unfolded input on a dense path."""
+    shapes = graph.shapes()
+    worst = 8 * math.prod(shapes[graph.input_name])
+    for n, node in nodes.items():
+        worst = max(worst, 8 * math.prod(shapes[n]) * (2 if node.kernel else 1))
+        if isinstance(node.op, QConv2d) and node.dense is not None:
+            taps = math.prod(node.op.weight.shape[1:])
+            worst = max(worst, 8 * taps * math.prod(shapes[n][1:]) * 2)
+    return worst
 
 
 def _run_chunk(
-    graph: Graph, codes: Array, paths: dict[str, Path], record_states: bool, keep: set[str]
-) -> Run:
-    inp = graph.input_name
-    order = graph.topo_order()
-    last_use = {a: i for i, n in enumerate(order) for a in graph.args(n)}
-    values: dict[str, Array] = {inp: codes}
-    spikes: dict[str, Array] = {}
-    states: dict[str, dict[str, Array]] = {}
-    saturations: dict[str, int] = {}
+    graph: Graph,
+    nodes: dict[str, _Node],
+    order: list[str],
+    last_use: dict[str, int],
+    xin: Array,
+    raw: bool,
+    states: dict[str, dict[str, Array]],
+    out: _Outputs,
+    where: tuple[int, int, int, int],
+    keep: set[str],
+) -> None:
+    t0, t1, b0, b1 = where
+    tc, bc = t1 - t0, b1 - b0
+    values: dict[str, Array] = {graph.input_name: xin}
+    raw_input = [raw]  # whether values[input] still holds unchecked float32 spikes
+
+    def checked(name: str) -> Array:
+        """A value for a consumer that does not check events itself: raw float32 input converted."""
+        if name == graph.input_name and raw_input[0]:
+            found = spike_codes(values[name])
+            if found is None or found[1] > 1:
+                raise _Void
+            values[name], raw_input[0] = found[0], False
+        return values[name]
+
+    skipped: set[str] = set()  # synapse nodes whose neuron accumulates their events this chunk
     for i, name in enumerate(order):
-        if name == inp:
-            continue
-        sat = {"n": 0}
-        out, st = _eval(
-            graph.op(name), [values[a] for a in graph.args(name)], sat, paths.get(name), record_states
-        )
-        values[name] = out
-        for a in graph.args(name):
-            if last_use[a] == i and a != graph.output_name and a not in keep:
-                del values[a]  # free intermediates as soon as their last user has run
-        if isinstance(graph.op(name), QLIF | QCubaLIF):
-            spikes[name], saturations[name], states[name] = out, sat["n"], st
-    kept = {n: values[n] for n in keep}
-    output = values[graph.output_name]
-    if output.dtype.kind == "f":  # a stateless output node: its integer codes
-        output = output.astype(np.int64)
-    return Run(graph, output, spikes, states, saturations, kept)
+        node = nodes[name]
+        op = node.op
+        if node.choice is not None:  # a synapse op
+            src = values[node.args[0]]
+            density = _density(src)
+            path = node.choice.path(density)
+            if path == "event" and node.choice.fused:
+                skipped.add(name)
+                continue
+            if path == "event":
+                assert node.event is not None
+                value, bad = node.event.run(np.ascontiguousarray(src.reshape(tc, bc, -1)), node.limit)
+                if bad:
+                    raise _Void if raw_input[0] and node.args[0] == graph.input_name else AssertionError(name)
+                value = value.reshape(tc, bc, *node.shape)
+            else:
+                assert node.dense is not None
+                arg = checked(node.args[0])
+                value = node.dense(arg.reshape(tc * bc, *arg.shape[2:])).reshape(tc, bc, *node.shape)
+        elif node.kernel is not None:
+            value = _neuron(graph, node, values, skipped, checked, states[name], out, where, raw_input)
+        elif isinstance(op, MaxPool2d | SumPool2d | AvgPool2d):
+            arg = checked(node.args[0])
+            value = _pool(op, arg.reshape(tc * bc, *arg.shape[2:]), node.bits).reshape(tc, bc, *node.shape)
+        else:
+            args = [checked(a) for a in node.args]
+            if op.kind in ("flatten", "output"):
+                value = args[0].reshape(tc, bc, *node.shape)
+            else:
+                value = REFERENCE[type(op)](op, [a.astype(np.int64) for a in args], {"n": 0})[0]
+        values[name] = value
+        if name in out.values and out.values[name] is not out.spikes.get(name):
+            out.values[name][t0:t1, b0:b1] = value
+        for a in node.args:
+            if last_use[a] == i and a not in keep:
+                values.pop(a, None)  # free intermediates as soon as their last user has run
+    if graph.input_name in out.values:
+        out.values[graph.input_name][t0:t1, b0:b1] = checked(graph.input_name)
+
+
+def _neuron(
+    graph: Graph,
+    node: _Node,
+    values: dict[str, Array],
+    skipped: set[str],
+    checked: Callable[[str], Array],
+    state: dict[str, Array],
+    out: _Outputs,
+    where: tuple[int, int, int, int],
+    raw_input: list[bool],
+) -> Array:
+    """A neuron layer's chunk through its kernel (accumulating its synapse op's events when fused)."""
+    t0, t1, b0, b1 = where
+    tc, bc = t1 - t0, b1 - b0
+    arg = node.args[0]
+    limit = 0
+    if arg in skipped:
+        assert node.fused_kernel is not None and node.source is not None
+        kernel, src_name, limit = node.fused_kernel, node.source.args[0], node.source.limit
+        x = values[src_name]
+    else:
+        assert node.kernel is not None
+        kernel, src_name = node.kernel, arg
+        x = checked(arg)
+    x = np.ascontiguousarray(x.reshape(tc, bc, -1))
+    res = kernel.outputs(tc, bc)
+    sat, bad = kernel.run(x, state, res, limit)
+    if bad:
+        if raw_input[0] and src_name == graph.input_name:
+            raise _Void
+        raise AssertionError(f"{node.name}: events beyond the proven bound")
+    name = node.name
+    out.saturations[name] += sat
+    spikes = res["spikes"].reshape(tc, bc, *node.shape)
+    out.spikes[name][t0:t1, b0:b1] = spikes
+    for v, arr in out.states[name].items():
+        arr[t0:t1, b0:b1] = res[v].reshape(tc, bc, *node.shape)
+    return spikes

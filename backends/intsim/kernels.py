@@ -1,24 +1,65 @@
-"""Fused neuron kernels of the fast engine (numba): one pass per time step over every neuron.
+"""Compiled kernels of the fast engine (numba): event-driven synapses fused with the neuron update.
 
-Each kernel computes exactly the update of its op's docstring (``snncompile/ir/qops.py``), the same
-integers as the reference rules ``eval_qlif`` / ``eval_qcubalif``; the property tests hold them
+Each neuron kernel computes exactly the update of its op's docstring (``snncompile/ir/qops.py``), the
+same integers as the reference rules ``eval_qlif`` / ``eval_qcubalif``; the property tests hold them
 equal on random graphs. Values are shaped ``(T, B, N)`` (neurons flattened), per-neuron parameters
-``(N,)``; samples run in parallel. Rounding modes are numbered as in ``ROUNDINGS``.
+``(N,)``; samples run in parallel, time steps in order inside the kernel. Rounding modes are numbered
+as in ``ROUNDINGS``.
+
+A kernel's input current for step ``t`` is either read from ``x[t]`` (a synapse op computed before) or,
+when the synapse op is fused into it, accumulated from the events of its input (``x[t]`` is then the
+synapse op's input)::
+
+    cur[j] = b[j] + sum over i with x[t, i] != 0 of x[t, i] * W[j, i]       # gather-add of rows W.T[i]
+
+exactly, in the integer type of the stored rows (int32 where the range analysis proves every partial
+sum fits, else int64). Recurrent input ``R(s[t-1])`` is computed the same way from the previous step's
+spike codes inside the kernel (dense rows, or the sparse rows of a conv recurrence), or one-to-one, or
+read from a precomputed array.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
+import math
+import os
+from collections.abc import Callable
 from typing import Any
 
 import numba
 import numpy as np
 from snncompile.quant.fixed import ROUNDINGS
 
-from snncompile.ir import QLIF, QCubaLIF
-from snncompile.ir.ops import RESETS, Shape
+from snncompile.ir import QLIF, QConv2d, QCubaLIF, QLinear
+from snncompile.ir.ops import RESETS, ConvRecurrence, DenseRecurrence, OneToOneRecurrence, Shape
+
+Array = np.ndarray
+
+_POOL: list[concurrent.futures.ThreadPoolExecutor] = []
 
 
-@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def threads() -> int:
+    """The CPUs this process may run on (the kernels release the GIL and run one slice each)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def split(fn: Callable[[int, int], Any], n: int) -> list[Any]:
+    """``fn(lo, hi)`` over ``range(n)`` cut into one slice per CPU, run on threads; the results in order."""
+    parts = min(n, threads())
+    bounds = [(n * p // parts, n * (p + 1) // parts) for p in range(parts)]
+    if parts <= 1:
+        return [fn(lo, hi) for lo, hi in bounds]
+    if not _POOL:
+        _POOL.append(concurrent.futures.ThreadPoolExecutor(threads()))
+    return list(_POOL[0].map(lambda b: fn(*b), bounds))
+
+
+#: how a kernel computes its recurrent input
+REC_NONE, REC_DENSE, REC_ONE, REC_SPARSE = range(4)
+
+
+@numba.njit(cache=True)  # type: ignore[untyped-decorator]
 def _round_shift(acc: int, shift: int, mode: int) -> int:
     if shift == 0:
         return acc
@@ -37,7 +78,7 @@ def _round_shift(acc: int, shift: int, mode: int) -> int:
     return acc >> shift if acc >= 0 else -((-acc) >> shift)  # trunc
 
 
-@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+@numba.njit(cache=True)  # type: ignore[untyped-decorator]
 def _clamp(v: int, lo: int, hi: int) -> tuple[int, int]:
     """``v`` clamped to ``[lo, hi]``, and 1 when that changed it (a saturation event)."""
     if v < lo:
@@ -47,7 +88,7 @@ def _clamp(v: int, lo: int, hi: int) -> tuple[int, int]:
     return v, 0
 
 
-@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+@numba.njit(cache=True)  # type: ignore[untyped-decorator]
 def _immediate(v: int, s: int, r: int, th: int, reset: int, lo: int, hi: int) -> tuple[int, int]:
     """snnTorch's reset_delay=False correction ``d = s - r``, then the state range."""
     d = s - r
@@ -58,11 +99,98 @@ def _immediate(v: int, s: int, r: int, th: int, reset: int, lo: int, hi: int) ->
     return _clamp(v, lo, hi)
 
 
-@numba.njit(cache=True, parallel=True)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True)  # type: ignore[untyped-decorator]
+def _gather(events: Any, limit: int, rows: Any, bias: Any, has_bias: int, out: Any) -> int:
+    """``out = bias + sum_i events[i] * rows[i]`` over the nonzero events (dense rows). Events that are
+    not integers in ``[-limit, limit]`` are skipped and counted (the caller refuses or reruns)."""
+    if has_bias == 1:
+        for j in range(out.shape[0]):
+            out[j] = bias[j]
+    else:
+        out[:] = 0
+    bad = 0
+    for i in range(events.shape[0]):
+        e = events[i]
+        if e == 0:
+            continue
+        v = np.int64(e)
+        if v != e or v > limit or v < -limit:
+            bad += 1
+        elif v == 1:
+            for j in range(out.shape[0]):
+                out[j] += rows[i, j]
+        else:
+            for j in range(out.shape[0]):
+                out[j] += v * rows[i, j]
+    return bad
+
+
+@numba.njit(cache=True)  # type: ignore[untyped-decorator]
+def _scatter(
+    events: Any, limit: int, indptr: Any, index: Any, values: Any, bias: Any, has_bias: int, out: Any
+) -> int:
+    """``out = bias + sum_i events[i] * row_i`` over the nonzero events, rows stored sparse (CSR); bad
+    events as in :func:`_gather`."""
+    if has_bias == 1:
+        for j in range(out.shape[0]):
+            out[j] = bias[j]
+    else:
+        out[:] = 0
+    bad = 0
+    for i in range(events.shape[0]):
+        e = events[i]
+        if e == 0:
+            continue
+        v = np.int64(e)
+        if v != e or v > limit or v < -limit:
+            bad += 1
+        else:
+            for k in range(indptr[i], indptr[i + 1]):
+                out[index[k]] += v * values[k]
+    return bad
+
+
+@numba.njit(cache=True)  # type: ignore[untyped-decorator]
+def _synapses(
+    x_t: Any, syn: Any, syn_bias: Any, syn_ints: Any, cur: Any, prev: Any, rec: Any, rbuf: Any
+) -> int:
+    """One step's synaptic input of one sample: the fused synapse op into ``cur``, the recurrence into
+    ``rbuf``; returns the count of bad input events. ``syn`` / ``rec`` hold (rows, indptr, index, values,
+    bias) for dense or sparse storage; ``syn_ints``: fused (0 none, 1 dense, 2 sparse), has_syn_bias,
+    rec_kind, has_rec_bias, the input events' bound."""
+    fused, has_syn_bias, rec_kind, has_rec_bias, limit = syn_ints[0], syn_ints[1], syn_ints[2], syn_ints[3], syn_ints[4]
+    bad = 0
+    if fused == 1:
+        bad += _gather(x_t, limit, syn[0], syn_bias, has_syn_bias, cur)
+    elif fused == 2:
+        bad += _scatter(x_t, limit, syn[1], syn[2], syn[3], syn_bias, has_syn_bias, cur)
+    big = np.int64(1) << 62  # the previous step's spike codes are in range by construction
+    if rec_kind == 1:
+        _gather(prev, big, rec[0], rec[4], has_rec_bias, rbuf)
+    elif rec_kind == 3:
+        _scatter(prev, big, rec[1], rec[2], rec[3], rec[4], has_rec_bias, rbuf)
+    return bad
+
+
+@numba.njit(cache=True)  # type: ignore[untyped-decorator]
+def _rec_value(rec_kind: int, rbuf: Any, prev: Any, one: Any, j: int) -> int:
+    """``R(s[t-1])[j]``: one-to-one from the previous spike codes, else the accumulated rows."""
+    if rec_kind == 2:
+        return prev[j] * one[j]
+    return np.int64(rbuf[j])
+
+
+@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
 def _lif(
     x: Any,
+    syn: Any,
+    syn_bias: Any,
+    syn_ints: Any,
     rec: Any,
     mem: Any,
+    prev: Any,
+    cur: Any,
+    rbuf: Any,
     beta: Any,
     thr: Any,
     bias: Any,
@@ -70,25 +198,31 @@ def _lif(
     ints: Any,
     out_spk: Any,
     out_mem: Any,
-) -> int:
-    """QLIF over ``x.shape[0]`` steps; arrays are (T, B, N), parameters (N,). ``ints``: shifts (decay,
-    input, rec, thr, out), lo, hi, rounding, reset, keep_input, delayed, has_bias, has_rec, floor_on, floor,
-    record (write the states)."""
+    lo_b: int,
+    hi_b: int,
+) -> tuple[int, int]:
+    """QLIF over ``x.shape[0]`` steps; state (B, N), outputs (T, B, N). ``ints``: shifts (decay, input,
+    rec, thr, out), lo, hi, rounding, reset, keep_input, delayed, has_bias, floor_on, floor, record."""
     sh_decay, sh_in, sh_rec, sh_thr, sh_out = ints[0], ints[1], ints[2], ints[3], ints[4]
     lo, hi, mode, reset, keep_input, delayed = ints[5], ints[6], ints[7], ints[8], ints[9], ints[10]
-    has_bias, has_rec, floor_on, floor, record = ints[11], ints[12], ints[13], ints[14], ints[15]
+    has_bias, floor_on, floor, record = ints[11], ints[12], ints[13], ints[14]
+    fused, rec_kind = syn_ints[0], syn_ints[2]
     sat = 0
-    for b in numba.prange(x.shape[1]):  # samples are independent: one parallel region for all steps
+    bad = 0
+    for b in range(lo_b, hi_b):  # samples lo_b..hi_b-1; other threads run the others
         for t in range(x.shape[0]):
-            for j in range(x.shape[2]):
+            bad += _synapses(x[t, b], syn, syn_bias, syn_ints, cur[b], prev[b], rec, rbuf[b])
+            for j in range(mem.shape[1]):
                 m = mem[b, j]
                 th = thr[j]
                 r = 1 if m > th else 0
                 m0 = 0 if (r == 1 and reset == 1 and keep_input == 1) else m
-                cur = np.int64(x[t, b, j]) + (bias[j] if has_bias == 1 else 0)
-                acc = ((beta[j] * m0) << sh_decay) + (cur << sh_in)
-                if has_rec == 1:
-                    acc += np.int64(rec[t, b, j]) << sh_rec
+                c = np.int64(cur[b, j]) if fused != 0 else np.int64(x[t, b, j])
+                if has_bias == 1:
+                    c += bias[j]
+                acc = ((beta[j] * m0) << sh_decay) + (c << sh_in)
+                if rec_kind != 0:
+                    acc += _rec_value(rec_kind, rbuf[b], prev[b], rec[4], j) << sh_rec
                 if reset == 0:
                     acc -= (r * th) << sh_thr
                 elif reset == 1 and keep_input == 0:
@@ -105,15 +239,24 @@ def _lif(
                 out_spk[t, b, j] = s * graded[j]
                 if record == 1:
                     out_mem[t, b, j] = v
-    return sat
+            if rec_kind != 0:  # the recurrence reads this step's spikes at the next one
+                for j in range(mem.shape[1]):
+                    prev[b, j] = out_spk[t, b, j]
+    return sat, bad
 
 
-@numba.njit(cache=True, parallel=True)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
 def _cuba(
     x: Any,
+    syn: Any,
+    syn_bias: Any,
+    syn_ints: Any,
     rec: Any,
     mem: Any,
-    syn: Any,
+    isyn: Any,
+    prev: Any,
+    cur: Any,
+    rbuf: Any,
     alpha: Any,
     beta: Any,
     thr: Any,
@@ -122,28 +265,34 @@ def _cuba(
     out_spk: Any,
     out_mem: Any,
     out_syn: Any,
-) -> int:
-    """QCubaLIF over ``x.shape[0]`` steps; arrays (T, B, N). ``ints``: shifts (alpha, input, rec, decay,
-    current, thr, syn out, mem out), syn lo, hi, rounding, mem lo, hi, rounding, reset, delayed, has_rec,
-    record (write the states)."""
+    lo_b: int,
+    hi_b: int,
+) -> tuple[int, int]:
+    """QCubaLIF over ``x.shape[0]`` steps; states (B, N), outputs (T, B, N). ``ints``: shifts (alpha,
+    input, rec, decay, current, thr, syn out, mem out), syn lo, hi, rounding, mem lo, hi, rounding, reset,
+    delayed, record."""
     sh_alpha, sh_in, sh_rec, sh_decay, sh_cur, sh_thr, sh_syn, sh_mem = ints[0:8]
-    s_lo, s_hi, s_mode, lo, hi, mode, reset, delayed, has_rec, record = ints[8:18]
+    s_lo, s_hi, s_mode, lo, hi, mode, reset, delayed, record = ints[8:17]
+    fused, rec_kind = syn_ints[0], syn_ints[2]
     sat = 0
-    for b in numba.prange(x.shape[1]):  # samples are independent: one parallel region for all steps
+    bad = 0
+    for b in range(lo_b, hi_b):  # samples lo_b..hi_b-1; other threads run the others
         for t in range(x.shape[0]):
-            for j in range(x.shape[2]):
+            bad += _synapses(x[t, b], syn, syn_bias, syn_ints, cur[b], prev[b], rec, rbuf[b])
+            for j in range(mem.shape[1]):
                 m = mem[b, j]
                 th = thr[j]
                 r = 1 if m > th else 0
-                acc_i = ((alpha[j] * syn[b, j]) << sh_alpha) + (np.int64(x[t, b, j]) << sh_in)
-                if has_rec == 1:
-                    acc_i += np.int64(rec[t, b, j]) << sh_rec
+                c = np.int64(cur[b, j]) if fused != 0 else np.int64(x[t, b, j])
+                acc_i = ((alpha[j] * isyn[b, j]) << sh_alpha) + (c << sh_in)
+                if rec_kind != 0:
+                    acc_i += _rec_value(rec_kind, rbuf[b], prev[b], rec[4], j) << sh_rec
                 acc = ((beta[j] * m) << sh_decay) + (acc_i << sh_cur)
                 if reset == 0:
                     acc -= (r * th) << sh_thr
                 elif reset == 1:
                     acc = (1 - r) * acc
-                c, n = _clamp(_round_shift(acc_i, sh_syn, s_mode), s_lo, s_hi)
+                ci, n = _clamp(_round_shift(acc_i, sh_syn, s_mode), s_lo, s_hi)
                 v, n2 = _clamp(_round_shift(acc, sh_mem, mode), lo, hi)
                 n += n2
                 s = 1 if v > th else 0
@@ -152,12 +301,161 @@ def _cuba(
                     n += n2
                 sat += n
                 mem[b, j] = v
-                syn[b, j] = c
+                isyn[b, j] = ci
                 out_spk[t, b, j] = s * graded[j]
                 if record == 1:
                     out_mem[t, b, j] = v
-                    out_syn[t, b, j] = c
-    return sat
+                    out_syn[t, b, j] = ci
+            if rec_kind != 0:
+                for j in range(mem.shape[1]):
+                    prev[b, j] = out_spk[t, b, j]
+    return sat, bad
+
+
+@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+def _events(x: Any, syn: Any, syn_bias: Any, syn_ints: Any, out: Any, lo_b: int, hi_b: int) -> int:
+    """A synapse op alone, event-driven: ``out[t, b] = b + sum of the active inputs' rows``; returns the
+    count of bad input events."""
+    bad = 0
+    for b in range(lo_b, hi_b):
+        for t in range(x.shape[0]):
+            if syn_ints[0] == 1:
+                bad += _gather(x[t, b], syn_ints[4], syn[0], syn_bias, syn_ints[1], out[t, b])
+            else:
+                bad += _scatter(x[t, b], syn_ints[4], syn[1], syn[2], syn[3], syn_bias, syn_ints[1], out[t, b])
+    return bad
+
+
+@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+def _codes(x: Any, out: Any, lo: int, hi: int) -> tuple[int, int]:
+    """``out[lo:hi] = x[lo:hi]`` as int8 codes; returns (values that are not integers in -128..127,
+    largest |code|)."""
+    bad = 0
+    peak = 0
+    for i in range(lo, hi):
+        v = x[i]
+        if v >= -128 and v <= 127 and v == np.floor(v):
+            c = np.int8(v)
+            out[i] = c
+            peak = max(peak, abs(np.int64(c)))
+        else:
+            bad += 1
+    return bad, peak
+
+
+def spike_codes(x: Array) -> tuple[Array, int] | None:
+    """A float array of small integers (spikes) as int8 codes and the largest |code|, in one parallel
+    pass without a float copy; None when some value is not an integer in -128..127 (or is NaN)."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty(flat.shape[0], np.int8)
+    parts = split(lambda lo, hi: _codes(flat, out, lo, hi), flat.shape[0])
+    if any(bad for bad, _ in parts):
+        return None
+    return out.reshape(x.shape), max(peak for _, peak in parts)
+
+
+# ------------------------------------------------------------------------------------ synapse storage
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """A synapse op (or recurrence) as event rows: ``dense`` (n_in, n_out) = W.T, or CSR ``indptr``,
+    ``index``, ``values`` (row i: the outputs input i reaches and their weights); ``bias`` per output."""
+
+    n_out: int
+    dense: Array | None = None
+    indptr: Array | None = None
+    index: Array | None = None
+    values: Array | None = None
+    bias: Array | None = None
+
+    def pack(self, dtype: type[np.signedinteger[Any]]) -> tuple[tuple[Array, ...], Array, int, int]:
+        """(rows, indptr, index, values, bias) for the kernels, the bias, storage kind (1 dense, 2
+        sparse) and whether there is a bias."""
+        dummy2, dummy1 = np.zeros((1, 1), dtype), np.zeros(1, np.int64)
+        bias = np.zeros(self.n_out, dtype) if self.bias is None else self.bias.astype(dtype)
+        if self.dense is not None:
+            packed = (np.ascontiguousarray(self.dense, dtype), dummy1, dummy1, np.zeros(1, dtype), bias)
+            return packed, bias, 1, int(self.bias is not None)
+        assert self.indptr is not None and self.index is not None and self.values is not None
+        packed = (dummy2, self.indptr, self.index, self.values.astype(dtype), bias)
+        return packed, bias, 2, int(self.bias is not None)
+
+
+def conv_rows(
+    weight: Array,
+    bias: Array | None,
+    in_shape: Shape,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+) -> Rows:
+    """The CSR rows of a 2-d convolution (torch's cross-correlation, zero padding): input ``(c, y, x)``
+    reaches output ``(o, oy, ox)`` with weight ``W[o, c - g*cin, ky, kx]`` wherever
+    ``y = oy*sh - ph + ky*dh`` and ``x = ox*sw - pw + kx*dw``. Built in O(n_in * taps)."""
+    c_in, h, w = in_shape
+    c_out, cin_g, kh, kw = weight.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    cout_g = c_out // groups
+    cc, yy, xx = np.meshgrid(np.arange(c_in), np.arange(h), np.arange(w), indexing="ij")
+    cc, yy, xx = cc.reshape(-1), yy.reshape(-1), xx.reshape(-1)
+    oo, ky, kx = np.meshgrid(np.arange(cout_g), np.arange(kh), np.arange(kw), indexing="ij")
+    oo, ky, kx = oo.reshape(-1), ky.reshape(-1), kx.reshape(-1)
+    # every (input, tap) pair; a tap lands where (y + ph - ky*dh) is a multiple of the stride
+    ny = yy[:, None] + ph - ky[None, :] * dh
+    nx = xx[:, None] + pw - kx[None, :] * dw
+    oy, ox = ny // sh, nx // sw
+    ok = (ny % sh == 0) & (nx % sw == 0) & (oy >= 0) & (oy < oh) & (ox >= 0) & (ox < ow)
+    g = cc // cin_g
+    o = g[:, None] * cout_g + oo[None, :]
+    target = (o * oh + oy) * ow + ox
+    vals = weight[o, (cc - g * cin_g)[:, None], ky[None, :], kx[None, :]]
+    counts = ok.sum(axis=1)
+    indptr = np.zeros(len(cc) + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    bias_out = None if bias is None else np.repeat(np.asarray(bias, np.int64), oh * ow)
+    return Rows(
+        c_out * oh * ow,
+        indptr=indptr,
+        index=np.ascontiguousarray(target[ok], np.int64),
+        values=np.ascontiguousarray(vals[ok], np.int64),
+        bias=bias_out,
+    )
+
+
+def synapse_rows(op: QLinear | QConv2d, in_shape: Shape) -> Rows:
+    if isinstance(op, QLinear):
+        return Rows(op.weight.shape[0], dense=op.weight.T, bias=op.bias)
+    return conv_rows(op.weight, op.bias, in_shape, op.stride, op.padding, op.dilation, op.groups)
+
+
+def recurrence_rows(rec: DenseRecurrence | ConvRecurrence, shape: Shape) -> Rows:
+    if isinstance(rec, DenseRecurrence):
+        return Rows(rec.weight.shape[0], dense=rec.weight.T, bias=rec.bias)
+    return conv_rows(rec.weight, rec.bias, shape, (1, 1), rec.padding, (1, 1), 1)
+
+
+class EventSynapses:
+    """A synapse op alone on the event path: its rows packed once, accumulated in ``dtype``."""
+
+    def __init__(self, rows: Rows, dtype: type[np.signedinteger[Any]]) -> None:
+        self.n_out, self.dtype = rows.n_out, dtype
+        self.packed, self.bias, kind, has_bias = rows.pack(dtype)
+        self.ints = np.array([kind, has_bias, 0, 0, 0], np.int64)
+
+    def run(self, x: Array, limit: int) -> tuple[Array, int]:
+        """The op over ``x`` (T, B, n_in): (T, B, n_out), and the count of events outside ``[-limit, limit]``."""
+        out = np.empty((x.shape[0], x.shape[1], self.n_out), self.dtype)
+        ints = self.ints.copy()
+        ints[4] = limit
+        bad = split(lambda lo, hi: _events(x, self.packed, self.bias, ints, out, lo, hi), x.shape[1])
+        return out, int(sum(bad))
+
+
+# ------------------------------------------------------------------------------------ neuron kernels
 
 
 def _flat(a: np.ndarray, shape: Shape) -> np.ndarray:
@@ -175,15 +473,42 @@ def spike_dtype(graded: np.ndarray) -> type[np.signedinteger[Any]]:
 
 
 class NeuronKernel:
-    """A neuron op prepared for the fused kernels: flattened parameters and integer settings."""
+    """A neuron op prepared for the compiled kernels: flattened parameters, integer settings, the fused
+    synapse op's rows (``fused``, accumulated in ``dtype``) and the recurrence's rows."""
 
-    def __init__(self, op: QLIF | QCubaLIF, shape: Shape, record: bool = True) -> None:
-        self.op, self.shape = op, shape
+    def __init__(
+        self,
+        op: QLIF | QCubaLIF,
+        shape: Shape,
+        record: bool = True,
+        fused: Rows | None = None,
+        dtype: type[np.signedinteger[Any]] = np.int64,
+    ) -> None:
+        self.op, self.shape, self.size = op, shape, math.prod(shape)
+        self.names = ("mem", "syn") if isinstance(op, QCubaLIF) else ("mem",)
         self.thr = _flat(op.threshold, shape)
         self.beta = _flat(op.beta, shape)
         self.graded = _flat(op.graded, shape)
-        rec_frac = op.rec_frac if op.recurrence is not None else op.in_frac
+        self.record = record
+        self.acc_dtype = dtype
+        none = Rows(self.size, dense=np.zeros((1, 1), np.int64)).pack(np.int64)
+        self.syn, self.syn_bias, kind, has_bias = none if fused is None else fused.pack(dtype)
+        kind = 0 if fused is None else kind
+        rec = op.recurrence
+        self.rec_kind = REC_NONE
+        self.rec = none[0]
+        has_rec_bias = 0
+        if isinstance(rec, OneToOneRecurrence):
+            self.rec_kind = REC_ONE
+            one = _flat(rec.weight, shape)
+            self.rec = (*self.rec[:4], one)
+        elif isinstance(rec, DenseRecurrence | ConvRecurrence):
+            rows = recurrence_rows(rec, shape)
+            self.rec, _, storage, has_rec_bias = rows.pack(np.int64)
+            self.rec_kind = REC_DENSE if storage == 1 else REC_SPARSE
+        self.syn_ints = np.array([kind, has_bias, self.rec_kind, has_rec_bias, 0], np.int64)
         reset = RESETS.index(op.reset)
+        rec_frac = op.rec_frac if rec is not None else op.in_frac
         if isinstance(op, QLIF):
             f, d = op.mem.frac, op.decay_frac
             big = max(f + d, op.in_frac, rec_frac)
@@ -192,7 +517,7 @@ class NeuronKernel:
                 [big - f - d, big - op.in_frac, big - rec_frac, big - f, big - f,
                  op.mem.lo, op.mem.hi, ROUNDINGS.index(op.mem.rounding), reset,
                  int(op.zero_mode == "keep_input"), int(op.reset_delay), int(op.bias is not None),
-                 int(op.recurrence is not None), int(op.floor is not None), op.floor or 0, int(record)],
+                 int(op.floor is not None), op.floor or 0, int(record)],
                 np.int64,
             )  # fmt: skip
         else:
@@ -205,21 +530,38 @@ class NeuronKernel:
                  big - big_i, big - f, big_i - fs, big - f,
                  op.syn.lo, op.syn.hi, ROUNDINGS.index(op.syn.rounding),
                  op.mem.lo, op.mem.hi, ROUNDINGS.index(op.mem.rounding),
-                 reset, int(op.reset_delay), int(op.recurrence is not None), int(record)],
+                 reset, int(op.reset_delay), int(record)],
                 np.int64,
             )  # fmt: skip
 
-    def run(
-        self, x: np.ndarray, rec: np.ndarray, state: dict[str, np.ndarray], out: dict[str, np.ndarray]
-    ) -> int:
-        """Steps ``x`` (T, B, N) with recurrent input ``rec`` (T, B, N, or a dummy), updating ``state`` and
-        writing ``out["spikes"]``, ``out["mem"]`` (and ``out["syn"]``); returns the saturation count."""
+    def new_state(self, batch: int) -> dict[str, Array]:
+        """Zero states, the previous step's spike codes, and the kernels' per-sample buffers."""
+        state = {v: np.zeros((batch, self.size), np.int64) for v in self.names}
+        state["prev"] = np.zeros((batch, self.size), np.int64)
+        state["cur"] = np.zeros((batch, self.size), self.acc_dtype)
+        state["rbuf"] = np.zeros((batch, self.size), np.int64)
+        return state
+
+    def outputs(self, steps: int, batch: int) -> dict[str, Array]:
+        """Output arrays for ``steps`` steps: spikes, and the states when recorded."""
+        stored = (steps, batch, self.size) if self.record else (1, 1, 1)
+        out = {"spikes": np.empty((steps, batch, self.size), spike_dtype(self.op.graded))}
+        return out | {v: np.empty(stored, state_dtype(getattr(self.op, v))) for v in self.names}
+
+    def run(self, x: Array, state: dict[str, Array], out: dict[str, Array], limit: int = 0) -> tuple[int, int]:
+        """Steps ``x`` (T, B, N), or the fused synapse op's input (T, B, n_in) with events bounded by
+        ``limit``; updates ``state``, writes ``out``; returns the saturation count and the count of
+        input events outside the bound (nonzero: the results are void)."""
+        ints = self.syn_ints.copy()
+        ints[4] = limit
+        common = (x, self.syn, self.syn_bias, ints, self.rec)
+        buffers = (state["prev"], state["cur"], state["rbuf"])
         if isinstance(self.op, QLIF):
-            return int(
-                _lif(x, rec, state["mem"], self.beta, self.thr, self.bias, self.graded, self.ints,
-                     out["spikes"], out["mem"])
-            )  # fmt: skip
-        return int(
-            _cuba(x, rec, state["mem"], state["syn"], self.alpha, self.beta, self.thr, self.graded, self.ints,
-                  out["spikes"], out["mem"], out["syn"])
-        )  # fmt: skip
+            args = (*common, state["mem"], *buffers, self.beta, self.thr, self.bias, self.graded, self.ints,
+                    out["spikes"], out["mem"])  # fmt: skip
+            parts = split(lambda lo, hi: _lif(*args, lo, hi), x.shape[1])
+        else:
+            args = (*common, state["mem"], state["syn"], *buffers, self.alpha, self.beta, self.thr, self.graded,
+                    self.ints, out["spikes"], out["mem"], out["syn"])  # fmt: skip
+            parts = split(lambda lo, hi: _cuba(*args, lo, hi), x.shape[1])
+        return sum(int(s) for s, _ in parts), sum(int(b) for _, b in parts)

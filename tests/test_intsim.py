@@ -316,16 +316,23 @@ def conv_graph(wmax: int) -> Graph:
     conv = QConv2d(w, rng.integers(-9, 9, 8).astype(np.int64), padding=(1, 1), weight_frac=0)
     g.add("conv", conv, ["x"])
     mem = FixedQuant(0, -(1 << 30), (1 << 30) - 1, "half_even")
-    lif = QLIF(beta=np.array(3, np.int64), decay_frac=2, threshold=np.array(wmax * 4, np.int64), mem=mem, in_frac=0)
+    lif = QLIF(
+        beta=np.array(3, np.int64), decay_frac=2, threshold=np.array(wmax * 4, np.int64), mem=mem, in_frac=0
+    )
     g.add("n1", lif, ["conv"])
     g.add("flat", Flatten(), ["n1"])
-    g.add("fc", QLinear(rng.integers(-wmax, wmax + 1, (4, 8 * 9 * 9)).astype(np.int64), None, weight_frac=0), ["flat"])
+    g.add(
+        "fc",
+        QLinear(rng.integers(-wmax, wmax + 1, (4, 8 * 9 * 9)).astype(np.int64), None, weight_frac=0),
+        ["flat"],
+    )
     g.add("n2", dataclasses.replace(lif, threshold=np.array(wmax, np.int64)), ["fc"])
     g.add("out", Output(), ["n2"])
     g.verify()
     return g
 
 
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
 @pytest.mark.parametrize("path", ["blas-f32", "event"])
 def test_conv_is_exact_whatever_torch_backend(path: str) -> None:
     """The dense conv path is unfold + matrix product at IEEE float32 precision, so disabling oneDNN (torch

@@ -41,7 +41,6 @@ from snncompile.backends.intsim import tuning
 from snncompile.backends.intsim.kernels import (
     EventSynapses,
     NeuronKernel,
-    Rows,
     spike_codes,
     spike_dtype,
     state_dtype,
@@ -183,47 +182,56 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _class_op(op: QLinear | QConv2d, in_shape: tuple[int, ...]) -> tuple[QLinear | QConv2d, tuple[int, ...], str]:
-    """A synthetic op of ``op``'s shape class (dense: sizes rounded up to powers of two) and its key."""
+def _class_key(op: QLinear | QConv2d, in_shape: tuple[int, ...]) -> str:
+    """The shape class of ``op``: dense sizes rounded up to powers of two, a conv's exact geometry."""
+    if isinstance(op, QLinear):
+        n_out, n_in = (_pow2(d) for d in op.weight.shape)
+        return f"linear {n_in}x{n_out}"
+    return f"conv {in_shape} k{op.weight.shape} s{op.stride} p{op.padding} d{op.dilation} g{op.groups}"
+
+
+def _class_op(op: QLinear | QConv2d, in_shape: tuple[int, ...]) -> tuple[QLinear | QConv2d, tuple[int, ...]]:
+    """A synthetic op of ``op``'s shape class, and its input shape."""
     rng = np.random.default_rng(0)
     if isinstance(op, QLinear):
         n_out, n_in = (_pow2(d) for d in op.weight.shape)
-        w = rng.integers(-100, 101, (n_out, n_in)).astype(np.int64)
-        return QLinear(w, None, weight_frac=0), (n_in,), f"linear {n_in}x{n_out}"
+        return QLinear(rng.integers(-100, 101, (n_out, n_in)).astype(np.int64), None, weight_frac=0), (n_in,)
     w = rng.integers(-100, 101, op.weight.shape).astype(np.int64)
-    key = f"conv {in_shape} k{op.weight.shape} s{op.stride} p{op.padding} d{op.dilation} g{op.groups}"
-    return dataclasses.replace(op, weight=w, bias=None), in_shape, key
+    return dataclasses.replace(op, weight=w, bias=None), in_shape
 
 
 def _timers(
     op: QLinear | QConv2d, in_shape: tuple[int, ...], candidates: list[Path], acc: type[np.signedinteger[Any]]
-) -> tuple[str, dict[str, Callable[[], float]]]:
-    """The shape class key and, per candidate (the event path at each of ``DENSITIES``), a callable
-    that times it on synthetic spikes and returns seconds per sample-step."""
-    synth, shape, key = _class_op(op, in_shape)
-    n_in = math.prod(shape)
-    out_size = int(synth.weight.shape[0]) if isinstance(synth, QLinear) else 0
-    if isinstance(synth, QConv2d):
-        taps = math.prod(synth.weight.shape[1:])
-        out_size = int(synth.weight.shape[0]) * max(1, n_in // max(1, shape[0])) * taps
-    rows = int(min(1024, max(16, (16 << 20) // (8 * max(n_in, out_size)))))
-    rng = np.random.default_rng(1)
+) -> dict[str, Callable[[], float]]:
+    """Per candidate (the event path at each of ``DENSITIES``), a callable that times it on synthetic
+    spikes of ``op``'s shape class and returns seconds per sample-step."""
 
-    def spikes(density: float) -> Array:
-        return (rng.random((rows, *shape)) < density).astype(np.int8)
+    def workload(density: float) -> tuple[QLinear | QConv2d, tuple[int, ...], Array]:
+        synth, shape = _class_op(op, in_shape)
+        n_in = math.prod(shape)
+        widest = (
+            int(synth.weight.shape[0])
+            if isinstance(synth, QLinear)
+            else n_in * math.prod(synth.weight.shape[:2])
+        )
+        rows = int(min(1024, max(16, (16 << 20) // (8 * max(n_in, widest)))))
+        x = (np.random.default_rng(1).random((rows, *shape)) < density).astype(np.int8)
+        return synth, shape, x
 
     def dense(path: Path) -> Callable[[], float]:
         def run() -> float:
-            x, syn = spikes(0.1), DenseSynapses(synth, path)
-            return tuning.best_time(lambda: syn(x)) / rows
+            synth, _, x = workload(0.1)
+            syn = DenseSynapses(synth, path)
+            return tuning.best_time(lambda: syn(x)) / x.shape[0]
 
         return run
 
     def event(density: float) -> Callable[[], float]:
         def run() -> float:
-            x = spikes(density).reshape(1, rows, n_in)
+            synth, shape, x = workload(density)
+            events = x.reshape(1, x.shape[0], -1)
             syn = EventSynapses(synapse_rows(synth, shape), acc)
-            return tuning.best_time(lambda: syn.run(x, 1)) / rows
+            return tuning.best_time(lambda: syn.run(events, 1)) / x.shape[0]
 
         return run
 
@@ -233,7 +241,7 @@ def _timers(
             timers |= {f"event@{d}": event(d) for d in DENSITIES}
         else:
             timers[p] = dense(p)
-    return f"{key} {np.dtype(acc).name}", timers
+    return timers
 
 
 def _choose(
@@ -246,8 +254,10 @@ def _choose(
         dense = "int8-mm" if "int8-mm" in dense_legal and vnni else dense_legal[-1]
         why = f"not timed (SNNCOMPILE_TUNE=0): {dense}, event below density {DEFAULT_EVENT_BELOW}"
         return Choice(dense, DEFAULT_EVENT_BELOW, fused, {}, why)
-    key, timers = _timers(op, in_shape, legal, _acc_dtype(bits))
-    costs = tuning.costs(key, timers)
+    acc = _acc_dtype(bits)
+    costs = tuning.costs(
+        f"{_class_key(op, in_shape)} {np.dtype(acc).name}", _timers(op, in_shape, legal, acc)
+    )
     dense = min(dense_legal, key=lambda p: costs[p])
     (d0, d1), (c0, c1) = DENSITIES, (costs[f"event@{d}"] for d in DENSITIES)
     slope = (c1 - c0) / (d1 - d0)
@@ -256,7 +266,9 @@ def _choose(
         below = 2.0 if c1 < costs[dense] else 0.0
     else:
         below = min(2.0, max(0.0, (costs[dense] - at_zero) / slope))
-    why = f"{dense} for dense inputs, event below density {below:.3g}" if below <= 1 else "event at any density"
+    why = (
+        f"{dense} for dense inputs, event below density {below:.3g}" if below <= 1 else "event at any density"
+    )
     return Choice(dense, below, fused, costs, why)
 
 
@@ -275,7 +287,9 @@ def plan(graph: Graph, ranges: RangeReport, keep: Collection[str] = ()) -> dict[
         op = graph.op(n)
         assert isinstance(op, QLinear | QConv2d)
         arg = graph.args(n)[0]
-        out[n] = _choose(op, shapes[arg], ranges.nodes[arg].out_max, ranges.nodes[n].bits, _fusable(graph, n, keep))
+        out[n] = _choose(
+            op, shapes[arg], ranges.nodes[arg].out_max, ranges.nodes[n].bits, _fusable(graph, n, keep)
+        )
     return out
 
 
@@ -286,11 +300,15 @@ def forced_plan(graph: Graph, paths: Mapping[str, Path], keep: Collection[str] =
     synapses = synapse_nodes(graph)
     for n, p in paths.items():
         if n not in synapses:
-            raise InputError(f"paths names {n!r}, which is not a synapse node; synapse nodes: {', '.join(synapses)}")
+            raise InputError(
+                f"paths names {n!r}, which is not a synapse node; synapse nodes: {', '.join(synapses)}"
+            )
         if p not in PATHS:
             raise InputError(f"path {p!r} for node {n!r} is not one of {', '.join(PATHS)}")
         event = p == "event"
-        out[n] = Choice("int64" if event else p, 2.0 if event else 0.0, _fusable(graph, n, keep), {}, "forced")
+        out[n] = Choice(
+            "int64" if event else p, 2.0 if event else 0.0, _fusable(graph, n, keep), {}, "forced"
+        )
     return out
 
 
@@ -322,7 +340,11 @@ def _window_reduce(v: torch.Tensor, op: MaxPool2d | SumPool2d | AvgPool2d, combi
 
 def _pool(op: MaxPool2d | SumPool2d | AvgPool2d, x: Array, bits: int) -> Array:
     """A pool over rows ``(R, C, H, W)`` of integers or exact floats."""
-    simple = op.padding == (0, 0) and not getattr(op, "ceil_mode", False) and getattr(op, "dilation", (1, 1)) == (1, 1)
+    simple = (
+        op.padding == (0, 0)
+        and not getattr(op, "ceil_mode", False)
+        and getattr(op, "dilation", (1, 1)) == (1, 1)
+    )
     if not simple:
         return REFERENCE[type(op)](op, [x[None].astype(np.int64)], {"n": 0})[0][0]
     v = torch.from_numpy(np.ascontiguousarray(x))
@@ -338,7 +360,9 @@ def _pool(op: MaxPool2d | SumPool2d | AvgPool2d, x: Array, bits: int) -> Array:
 class _Node:
     """One node prepared for the run: its kernels, built once."""
 
-    def __init__(self, graph: Graph, name: str, choice: Choice | None, ranges: RangeReport, record: bool) -> None:
+    def __init__(
+        self, graph: Graph, name: str, choice: Choice | None, ranges: RangeReport, record: bool
+    ) -> None:
         self.name, self.op = name, graph.op(name)
         self.args = graph.args(name)
         self.shape = graph.shapes()[name]
@@ -416,7 +440,11 @@ def _read_input(graph: Graph, x: Any, raw_ok: bool) -> tuple[Array, int, bool]:
         if found is not None:
             return found[0], found[1], False
     codes = input_codes(graph, x, None)  # the smallest integer type: spikes take one byte each
-    peak = int(np.abs(codes).max(initial=0)) if codes.dtype != np.int8 else int(np.abs(codes.astype(np.int16)).max(initial=0))
+    peak = (
+        int(np.abs(codes).max(initial=0))
+        if codes.dtype != np.int8
+        else int(np.abs(codes.astype(np.int16)).max(initial=0))
+    )
     return codes, peak, False
 
 
@@ -461,7 +489,11 @@ def _simulate(
 ) -> Run:
     ranges = analyze_ranges(graph, max(peak, 1))
     keep = set(keep)
-    choices = plan(graph, ranges, keep) if paths is None else {**plan_defaults(graph, ranges, keep), **forced_plan(graph, paths, keep)}
+    choices = (
+        plan(graph, ranges, keep)
+        if paths is None
+        else {**plan_defaults(graph, ranges, keep), **forced_plan(graph, paths, keep)}
+    )
     order = [n for n in graph.topo_order() if n != graph.input_name]
     nodes = {n: _Node(graph, n, choices.get(n), ranges, record) for n in order}
     for n, node in nodes.items():
@@ -479,7 +511,9 @@ def _simulate(
         states = {n: node.kernel.new_state(b1 - b0) for n, node in nodes.items() if node.kernel is not None}
         for t0 in range(0, total_t, tc):
             t1 = min(total_t, t0 + tc)
-            _run_chunk(graph, nodes, order, last_use, data[t0:t1, b0:b1], raw, states, out, (t0, t1, b0, b1), keep)
+            _run_chunk(
+                graph, nodes, order, last_use, data[t0:t1, b0:b1], raw, states, out, (t0, t1, b0, b1), keep
+            )
         if show:
             _progress(b1, total_b)
     output = out.values[graph.output_name]
@@ -499,7 +533,9 @@ def plan_defaults(graph: Graph, ranges: RangeReport, keep: Collection[str]) -> d
     return out
 
 
-def _value_dtype(graph: Graph, nodes: dict[str, _Node], name: str, input_dtype: np.dtype[Any]) -> np.dtype[Any]:
+def _value_dtype(
+    graph: Graph, nodes: dict[str, _Node], name: str, input_dtype: np.dtype[Any]
+) -> np.dtype[Any]:
     """The integer type a node's values are stored in for the run's results."""
     if name == graph.input_name:
         return np.dtype(np.int8) if input_dtype.kind == "f" else input_dtype
@@ -519,7 +555,11 @@ def _allocate(
         if node.kernel is not None:
             size = (steps, batch, *node.shape)
             out.spikes[n] = np.empty(size, spike_dtype(node.kernel.op.graded))
-            out.states[n] = {v: np.empty(size, state_dtype(getattr(node.op, v))) for v in node.kernel.names} if record else {}
+            out.states[n] = (
+                {v: np.empty(size, state_dtype(getattr(node.op, v))) for v in node.kernel.names}
+                if record
+                else {}
+            )
             out.saturations[n] = 0
     shapes = graph.shapes()
     for n in {graph.output_name, *keep}:

@@ -158,7 +158,13 @@ def _synapses(
     ``rbuf``; returns the count of bad input events. ``syn`` / ``rec`` hold (rows, indptr, index, values,
     bias) for dense or sparse storage; ``syn_ints``: fused (0 none, 1 dense, 2 sparse), has_syn_bias,
     rec_kind, has_rec_bias, the input events' bound."""
-    fused, has_syn_bias, rec_kind, has_rec_bias, limit = syn_ints[0], syn_ints[1], syn_ints[2], syn_ints[3], syn_ints[4]
+    fused, has_syn_bias, rec_kind, has_rec_bias, limit = (
+        syn_ints[0],
+        syn_ints[1],
+        syn_ints[2],
+        syn_ints[3],
+        syn_ints[4],
+    )
     bad = 0
     if fused == 1:
         bad += _gather(x_t, limit, syn[0], syn_bias, has_syn_bias, cur)
@@ -173,7 +179,7 @@ def _synapses(
 
 
 @numba.njit(cache=True)  # type: ignore[untyped-decorator]
-def _rec_value(rec_kind: int, rbuf: Any, prev: Any, one: Any, j: int) -> int:
+def _rec_value(rec_kind: int, rbuf: Any, prev: Any, one: Any, j: int) -> Any:
     """``R(s[t-1])[j]``: one-to-one from the previous spike codes, else the accumulated rows."""
     if rec_kind == 2:
         return prev[j] * one[j]
@@ -322,7 +328,9 @@ def _events(x: Any, syn: Any, syn_bias: Any, syn_ints: Any, out: Any, lo_b: int,
             if syn_ints[0] == 1:
                 bad += _gather(x[t, b], syn_ints[4], syn[0], syn_bias, syn_ints[1], out[t, b])
             else:
-                bad += _scatter(x[t, b], syn_ints[4], syn[1], syn[2], syn[3], syn_bias, syn_ints[1], out[t, b])
+                bad += _scatter(
+                    x[t, b], syn_ints[4], syn[1], syn[2], syn[3], syn_bias, syn_ints[1], out[t, b]
+                )
     return bad
 
 
@@ -337,7 +345,7 @@ def _codes(x: Any, out: Any, lo: int, hi: int) -> tuple[int, int]:
         if v >= -128 and v <= 127 and v == np.floor(v):
             c = np.int8(v)
             out[i] = c
-            peak = max(peak, abs(np.int64(c)))
+            peak = max(peak, abs(int(c)))
         else:
             bad += 1
     return bad, peak
@@ -400,10 +408,12 @@ def conv_rows(
     oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     cout_g = c_out // groups
-    cc, yy, xx = np.meshgrid(np.arange(c_in), np.arange(h), np.arange(w), indexing="ij")
-    cc, yy, xx = cc.reshape(-1), yy.reshape(-1), xx.reshape(-1)
-    oo, ky, kx = np.meshgrid(np.arange(cout_g), np.arange(kh), np.arange(kw), indexing="ij")
-    oo, ky, kx = oo.reshape(-1), ky.reshape(-1), kx.reshape(-1)
+    cc, yy, xx = (
+        a.reshape(-1) for a in np.meshgrid(np.arange(c_in), np.arange(h), np.arange(w), indexing="ij")
+    )
+    oo, ky, kx = (
+        a.reshape(-1) for a in np.meshgrid(np.arange(cout_g), np.arange(kh), np.arange(kw), indexing="ij")
+    )
     # every (input, tap) pair; a tap lands where (y + ph - ky*dh) is a multiple of the stride
     ny = yy[:, None] + ph - ky[None, :] * dh
     nx = xx[:, None] + pw - kx[None, :] * dw
@@ -548,7 +558,9 @@ class NeuronKernel:
         out = {"spikes": np.empty((steps, batch, self.size), spike_dtype(self.op.graded))}
         return out | {v: np.empty(stored, state_dtype(getattr(self.op, v))) for v in self.names}
 
-    def run(self, x: Array, state: dict[str, Array], out: dict[str, Array], limit: int = 0) -> tuple[int, int]:
+    def run(
+        self, x: Array, state: dict[str, Array], out: dict[str, Array], limit: int = 0
+    ) -> tuple[int, int]:
         """Steps ``x`` (T, B, N), or the fused synapse op's input (T, B, n_in) with events bounded by
         ``limit``; updates ``state``, writes ``out``; returns the saturation count and the count of
         input events outside the bound (nonzero: the results are void)."""
@@ -556,6 +568,7 @@ class NeuronKernel:
         ints[4] = limit
         common = (x, self.syn, self.syn_bias, ints, self.rec)
         buffers = (state["prev"], state["cur"], state["rbuf"])
+        args: tuple[Any, ...]
         if isinstance(self.op, QLIF):
             args = (*common, state["mem"], *buffers, self.beta, self.thr, self.bias, self.graded, self.ints,
                     out["spikes"], out["mem"])  # fmt: skip

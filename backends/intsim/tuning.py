@@ -30,7 +30,17 @@ import numpy as np
 import torch
 
 #: CPU extensions that decide which kernels are fast (as /proc/cpuinfo names them)
-FEATURES = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+FEATURES = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "amx_bf16",
+)
 
 
 @functools.cache
@@ -122,7 +132,8 @@ def exact_float() -> Iterator[None]:
     """Pins torch's float32 matmul and conv precision to IEEE float32 for the duration (a user or a
     machine default of TF32/bf16 would make the float paths inexact), then restores it."""
     saved = torch.get_float32_matmul_precision()
-    mkldnn = [m for m in (torch.backends.mkldnn.matmul, torch.backends.mkldnn.conv) if hasattr(m, "fp32_precision")]
+    backends = (getattr(torch.backends.mkldnn, name, None) for name in ("matmul", "conv"))
+    mkldnn: list[Any] = [m for m in backends if hasattr(m, "fp32_precision")]
     saved_mkldnn = [m.fp32_precision for m in mkldnn]
     torch.set_float32_matmul_precision("highest")
     for m in mkldnn:

@@ -22,16 +22,21 @@ from snncompile.errors import (
 )
 
 if TYPE_CHECKING:
-    from snncompile.compiler import Program, Simulation, compile, compile_graph
-    from snncompile.frontend import export_nir, import_nir, trace, write_nir
+    from snncompile.compiler import Program, Simulation, compile, compile_graph, trace_sequence
+    from snncompile.frontend import TracedForward, export_nir, import_nir, trace, trace_forward, write_nir
     from snncompile.interpreters import Run, run_float, run_integer
     from snncompile.ir import Graph, load_graph, save_graph
     from snncompile.targets import Target, load_target
 
 # each lazily loaded public name -> the module that defines it
 _LAZY = {
-    **dict.fromkeys(["Program", "Simulation", "compile", "compile_graph"], "snncompile.compiler"),
-    **dict.fromkeys(["export_nir", "import_nir", "trace", "write_nir"], "snncompile.frontend"),
+    **dict.fromkeys(
+        ["Program", "Simulation", "compile", "compile_graph", "trace_sequence"], "snncompile.compiler"
+    ),
+    **dict.fromkeys(
+        ["TracedForward", "export_nir", "import_nir", "trace", "trace_forward", "write_nir"],
+        "snncompile.frontend",
+    ),
     **dict.fromkeys(["Run", "run_float", "run_integer"], "snncompile.interpreters"),
     **dict.fromkeys(["Graph", "load_graph", "save_graph"], "snncompile.ir"),
     **dict.fromkeys(["Target", "load_target"], "snncompile.targets"),
@@ -50,6 +55,7 @@ __all__ = [
     "SnnCompileError",
     "Target",
     "TraceError",
+    "TracedForward",
     "UnsupportedModuleError",
     "__version__",
     "compile",
@@ -62,6 +68,8 @@ __all__ = [
     "run_integer",
     "save_graph",
     "trace",
+    "trace_forward",
+    "trace_sequence",
     "write_nir",
 ]
 

@@ -13,9 +13,9 @@ from torch import nn
 
 from snncompile.backends.image import MemoryImage, encode
 from snncompile.backends.intsim import CycleModel, CycleReport, simulate
-from snncompile.errors import InputError
-from snncompile.frontend import trace
-from snncompile.interpreters.common import Run, as_input
+from snncompile.errors import InputError, SnnCompileError
+from snncompile.frontend import TracedForward, trace_forward
+from snncompile.interpreters.common import Outputs, Run, as_input, kept_nodes
 from snncompile.ir import Graph, Input
 from snncompile.passes import RangeReport, analyze_ranges, quantize
 from snncompile.passes.mapping import Mapping, map_graph
@@ -84,21 +84,27 @@ class Program:
                 "currents to run currents"
             )
         model = self.cycle_model
-        run = simulate(self.graph, values, keep=model.event_nodes)
+        run = simulate(self.graph, values, keep=(*model.event_nodes, *kept_nodes(self.graph)))
+        run = dataclasses.replace(run, output=run.outputs[0])
         out = self.graph.output_name
         return Simulation(run.output, run.states.get(out, {}).get("mem"), run, model.count(run, run.values))
 
 
 @dataclasses.dataclass(frozen=True)
 class Simulation:
-    """``spikes``: the output node's spike codes (T, B, *output_shape); ``membrane``: its membrane
-    codes (on the grid of its state format); ``run``: every neuron node, with saturation counts;
-    ``cycles``: the target's cycle model of this run."""
+    """``spikes``: the first output's codes (T, B, *output_shape): spike codes for a neuron output;
+    ``membrane``: the membrane codes of the neuron it reads (on the grid of its state format), if any;
+    ``outputs``: every output's codes, by name and position (:class:`Outputs`); ``run``: every neuron
+    node, with saturation counts; ``cycles``: the target's cycle model of this run."""
 
     spikes: np.ndarray
     membrane: np.ndarray | None
     run: Run
     cycles: CycleReport
+
+    @property
+    def outputs(self) -> Outputs:
+        return self.run.outputs
 
 
 def compile(
@@ -109,9 +115,14 @@ def compile(
 ) -> Program:
     """Traces, quantizes and analyses ``module`` for ``target``.
 
-    ``example_input`` is one time step (B, *input_shape) (default: the first step of ``calibration``);
-    ``calibration`` is ``x[T, B, *input_shape]`` (numpy or torch), needed for float models
-    (post-training quantization) and optional for QAT models.
+    ``example_input`` is what forward takes (see :func:`snncompile.frontend.trace_forward`);
+    ``calibration`` is the per-step input ``x[T, B, *input_shape]`` (numpy or torch), needed for float
+    models (post-training quantization) and optional for QAT models. Without ``example_input`` the
+    module is traced from ``calibration`` (:func:`trace_sequence`).
+
+    The input format comes from the data: spikes (0/1) unless ``calibration``, or else the example,
+    holds other values, whose grid is then read from them (an example of currents without calibration
+    data is its own calibration: a QAT model stays exact when the example's values lie on a grid).
     """
     calib = None
     if calibration is not None:
@@ -120,11 +131,39 @@ def compile(
         calib = np.asarray(calibration)
         if calib.ndim < 3:
             raise InputError(f"calibration has shape {calib.shape}; expected (T, B, *input_shape)")
-    if example_input is None:
-        if calib is None:
-            raise InputError("compile needs example_input (one time step, (B, *input_shape)) or calibration")
-        example_input = calib[0]
-    return compile_graph(trace(module, example_input), target, calib)
+    if example_input is not None:
+        traced = trace_forward(module, example_input)
+    elif calib is not None:
+        traced = trace_sequence(module, calib)
+    else:
+        raise InputError("compile needs example_input (what forward takes) or calibration (x[T, B, ...])")
+    if calib is None and example_input is not None:
+        example = traced.sequence(example_input)
+        if not np.all((example == 0) | (example == 1)):
+            calib = example
+    return compile_graph(traced.graph, target, calib)
+
+
+def trace_sequence(module: nn.Module, x: Any) -> TracedForward:
+    """Traces ``module`` from a per-step input ``x[T, B, *input_shape]``, with what its forward takes:
+    one step ``x[0]`` (a single-step module, or a loop over a static input), or the whole sequence (a
+    loop over ``x[step]``, found when forward indexes its one-step example along time)."""
+    seq = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    if seq.ndim < 3:
+        raise InputError(f"the input has shape {tuple(seq.shape)}; expected (T, B, *input_shape)")
+    try:
+        traced = trace_forward(module, seq[0])
+    except SnnCompileError as step_error:
+        try:
+            whole = trace_forward(module, seq)
+        except SnnCompileError:
+            raise step_error from None
+        if whole.input_mode != "sequence":
+            raise step_error from None
+        return whole
+    if traced.input_mode == "sequence" and not traced.graph.whole_sequence:
+        return trace_forward(module, seq)  # forward read x[step] of its one-step example: retrace
+    return traced
 
 
 def compile_graph(graph: Graph, target: str | Target = "default", calibration: Any = None) -> Program:

@@ -213,12 +213,13 @@ def test_inspect_prints_one_line_per_node(files: dict[str, Path]) -> None:
     assert re.fullmatch(r"%lif_1 = lif\[beta=0\.9, thr=1, reset=subtract\]\(%linear_0\)", lines[2])
     assert re.fullmatch(r"%lif_3 = lif\[beta=0\.9, thr=1, reset=subtract\]\(%linear_2\)", lines[4])
     assert lines[5] == "%output = output(%lif_3)"
+    assert lines[6] == "%output_1 = output[state=mem](%lif_3)"  # the last Leaky returns (spk, mem)
     assert all(line.startswith("%") for line in lines[:-1])
     assert (
         lines[-1]
-        == f"# 6 nodes, 2 neuron layers, {N_HID + N_OUT} neurons, {N_IN * N_HID + N_HID * N_OUT} weights"
+        == f"# 7 nodes, 2 neuron layers, {N_HID + N_OUT} neurons, {N_IN * N_HID + N_HID * N_OUT} weights"
     )
-    assert len(lines) == 7
+    assert len(lines) == 8
 
 
 def test_inspect_without_checkpoint_uses_the_factory_weights(files: dict[str, Path]) -> None:

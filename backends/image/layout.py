@@ -3,7 +3,9 @@
 Memories (image format version 1):
 
 * ``layers``: the layer table, one record of :data:`RECORD` signed 32-bit words per node in graph order
-  (fields in :data:`RECORD_FIELDS`; unused fields are 0). ``arg`` is the index of the input node.
+  (fields in :data:`RECORD_FIELDS`; unused fields are 0). ``arg`` is the index of the input node;
+  an output record's ``out_state`` is what it reads (0: the node's value, 1: its membrane, 2: its
+  synaptic current).
 * ``synapse``: signed ``weight_bits`` words. Dense layers store one row per presynaptic neuron
   (``W.T``, row ``i`` = the weights that input ``i``'s spike reads); conv layers store their kernels
   (``out, in/groups, kh, kw``) when the target has a conv engine, else the unrolled dense rows
@@ -47,7 +49,7 @@ from snncompile.ir import (
     QLinear,
     SumPool2d,
 )
-from snncompile.ir.ops import RESETS, ZERO_MODES, Recurrence
+from snncompile.ir.ops import OUTPUT_STATES, RESETS, ZERO_MODES, Recurrence
 from snncompile.ir.qops import stored_codes
 from snncompile.targets import Target
 
@@ -75,7 +77,7 @@ RECORD_FIELDS: tuple[str, ...] = (
     "in_frac", "reset", "reset_delay", "zero_mode", "graded_frac", "graded_base",
     "rec_kind", "rec_frac", "rec_base", "rec_count", "rec_bias_base", "rec_ph", "rec_pw",
     "rec_o", "rec_i", "rec_kh", "rec_kw", "lif_bias_base", "floor_present", "floor",
-    *(f"{p}_{k}" for p in _PARAMS for k in ("nd", "s0", "s1", "s2")),
+    *(f"{p}_{k}" for p in _PARAMS for k in ("nd", "s0", "s1", "s2")), "out_state",
 )  # fmt: skip
 RECORD = 96
 assert len(RECORD_FIELDS) <= RECORD
@@ -201,6 +203,8 @@ def encode(graph: Graph, target: Target) -> dict[str, MemoryImage]:
             rec[f"in{axis}"] = d
         if isinstance(op, Input):
             rec["frac"] = int(op.frac or 0)
+        elif isinstance(op, Output):
+            rec["out_state"] = OUTPUT_STATES.index(op.state)
         elif isinstance(op, QLinear):
             rec["weight_frac"] = op.weight_frac
             rec["syn_base"], rec["syn_count"] = b.put("synapse", stored_codes(op).T)
@@ -491,7 +495,10 @@ def decode(
         if cls is Input:
             op = Input(shape, _field(rec, "frac"))
         elif cls is Output:
-            op = Output()
+            state = _field(rec, "out_state")
+            if not 0 <= state < len(OUTPUT_STATES):
+                raise ImageError(f"{where}: out_state {state} is not one of 0..{len(OUTPUT_STATES) - 1}")
+            op = Output(OUTPUT_STATES[state])
         elif cls is QLinear:
             n_in, n_out = math.prod(in_shape), math.prod(shape)
             w = r.take("synapse", _field(rec, "syn_base"), n_in * n_out, where).reshape(n_in, n_out).T.copy()

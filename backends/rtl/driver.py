@@ -190,6 +190,8 @@ def check_supported(graph: Graph, target: Target) -> dict[str, int]:
                     raise _refuse(n, f"{what} sums up to {bound}, beyond the {ACC_W}-bit accumulators")
             _check_datapath(n, op, target)
         elif isinstance(op, Output):
+            if n != graph.outputs[0] or op.state is not None:
+                raise _refuse(n, "a second output, or an output of a neuron's state (the core emits spikes)")
             if not isinstance(graph.op(args[0]), QLIF | QCubaLIF):
                 raise _refuse(n, f"an output taken from {graph.op(args[0]).kind} (only from a neuron layer)")
         else:

@@ -1179,6 +1179,11 @@ def _export_input(op: Input, in_shape: Shape, out_shape: Shape, dt: float) -> An
 
 
 def _export_output(op: Output, in_shape: Shape, out_shape: Shape, dt: float) -> Any:
+    if op.state is not None:
+        raise UnsupportedModuleError(
+            f"an output reading a neuron's {op.state} cannot be exported to NIR (a NIR Output reads what "
+            "its input node emits); return spikes only"
+        )
     return nir.Output(np.array(out_shape))
 
 

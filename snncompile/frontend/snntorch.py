@@ -517,31 +517,41 @@ class _Converter:
         self.returned: list[Value] = []
         self.single = True
 
-    def run(self, fx_graph: fx.Graph) -> Graph:
+    def run(self, fx_graph: fx.Graph) -> None:
+        """Converts every fx node; :meth:`finish` then adds the outputs."""
         for node in fx_graph.nodes:
             getattr(self, node.op)(node)
         if not self.returned:
             raise UnsupportedModuleError("forward returns nothing; expected a tensor of output spikes")
-        graph = self.ctx.graph
-        graph.add("output", Output(), (self.returned[0].node,), source="output")
-        _check_whole_sequence(graph)
-        graph.verify()
-        return graph
 
-    def outputs(self) -> tuple[ForwardOutput, ...]:
-        """What a one-step (or whole-sequence) forward returns, by position."""
+    def returns(self) -> list[tuple[str, str, int | None]]:
+        """What a one-step (or whole-sequence) forward returns, by position: (node, var, step)."""
         graph = self.ctx.graph
         step = None if graph.whole_sequence else -1
         neurons = set(graph.neurons())
-        out: list[ForwardOutput] = []
+        out: list[tuple[str, str, int | None]] = []
         for v in self.returned:
             if v.state == "tuple":
-                out += [ForwardOutput(v.node, var, step) for var in ("spk", *self.ctx.neuron_states[v.node])]
+                out += [(v.node, var, step) for var in ("spk", *self.ctx.neuron_states[v.node])]
             elif v.state is not None:
-                out.append(ForwardOutput(v.node, v.state, step))
+                out.append((v.node, v.state, step))
             else:
-                out.append(ForwardOutput(v.node, "spk" if v.node in neurons else "output", step))
-        return tuple(out)
+                out.append((v.node, "spk" if v.node in neurons else "value", step))
+        return out
+
+    def finish(self, returns: list[tuple[str, str, int | None]]) -> tuple[Graph, tuple[ForwardOutput, ...]]:
+        """Adds one Output node per returned value (``output``, ``output_1``, ... by position) and
+        checks the graph."""
+        graph = self.ctx.graph
+        outputs = []
+        for node, var, step in returns:
+            name = graph.fresh_name("output")
+            state = var if var in ("mem", "syn") else None
+            graph.add(name, Output(state), (node,), source="output")
+            outputs.append(ForwardOutput(name, node, var, step))
+        _check_whole_sequence(graph)
+        graph.verify()
+        return graph, tuple(outputs)
 
     # ------------------------------------------------------------------------------ opcodes
 
@@ -587,12 +597,8 @@ class _Converter:
         items = list(ret) if isinstance(ret, tuple | list) else [ret]
         if not items or not all(isinstance(i, fx.Node) and i in self.values for i in items):
             raise UnsupportedModuleError(f"the module returns {ret!r}; expected a tensor of output spikes")
-        values = [self.values[i] for i in items]  # type: ignore[index]
-        if any(v.node != values[0].node for v in values[1:]):
-            raise UnsupportedModuleError(
-                "the module returns values of several layers; return the output layer's spikes (and its states)"
-            )
-        self.returned = values
+        self.returned = [self.values[i] for i in items]  # type: ignore[index]
+        values = self.returned
         self.single = not isinstance(ret, tuple | list) and values[0].state != "tuple"
 
     # -------------------------------------------------------------------------------- calls
@@ -755,18 +761,19 @@ def trace_forward(module: nn.Module, example_input: Any) -> TracedForward:
         fx_graph, fx_error = None, (str(e).splitlines() or [type(e).__name__])[0]
     if fx_graph is not None and not _is_time_loop(fx_graph, module):
         converter = _Converter(module, shape)
-        graph = converter.run(fx_graph)
+        converter.run(fx_graph)
+        graph, outputs = converter.finish(converter.returns())
         mode: InputMode = "sequence" if graph.whole_sequence else "step"
         steps = None if graph.whole_sequence else 1
-        return TracedForward(graph, mode, steps, converter.outputs(), converter.single)
+        return TracedForward(graph, mode, steps, outputs, converter.single)
     x = torch.as_tensor(example_input)
     if x.dtype != torch.float32:
         x = x.to(torch.float32)
     folded = unroll.fold(module, x, _is_leaf, fx_error)
     converter = _Converter(module, folded.step_shape)
-    graph = converter.run(folded.graph)
-    nodes = {graph.source(n): n for n in graph.neurons()}
-    outputs = tuple(ForwardOutput(nodes[path], var, step) for path, var, step in folded.outputs)
+    converter.run(folded.graph)
+    nodes = {converter.ctx.graph.source(n): n for n in converter.ctx.graph.neurons()}
+    graph, outputs = converter.finish([(nodes[path], var, step) for path, var, step in folded.outputs])
     mode = "sequence" if folded.sequence else "static"
     return TracedForward(graph, mode, folded.steps, outputs, folded.single)
 

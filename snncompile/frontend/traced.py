@@ -26,25 +26,22 @@ InputMode = Literal["step", "static", "sequence"]
 
 @dataclasses.dataclass(frozen=True)
 class ForwardOutput:
-    """One value forward returns: ``var`` of graph node ``node``, at one step or at all of them.
+    """One value forward returns: output node ``output`` of the graph, which reads ``var`` of node
+    ``node``, at one step or at all of them.
 
-    ``var`` is ``"spk"`` (``run.spikes[node]``), a state (``"mem"``, ``"syn"``: ``run.states[node][var]``)
-    or ``"output"`` (``run.output``, when forward returns a layer that is not a neuron). ``step`` is None
-    for a per-step recording stacked over time (``torch.stack(rec, dim=0)``, shaped (T, B, ...)), else the
-    step forward returns (-1: the last), shaped (B, ...).
+    ``var`` is ``"spk"`` (a neuron's spikes), a state (``"mem"``, ``"syn"``) or ``"value"`` (the values
+    of a layer that is not a neuron, e.g. a linear readout). ``step`` is None for a per-step recording
+    stacked over time (``torch.stack(rec, dim=0)``, shaped (T, B, ...)), else the step forward returns
+    (-1: the last), shaped (B, ...).
     """
 
+    output: str
     node: str
     var: str
     step: int | None
 
     def of(self, run: Run) -> np.ndarray:
-        if self.var == "output":
-            values = run.output
-        elif self.var == "spk":
-            values = run.spikes[self.node]
-        else:
-            values = run.states[self.node][self.var]
+        values = run.outputs[self.output]
         return values if self.step is None else values[self.step]
 
 

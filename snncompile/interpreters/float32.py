@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from snncompile.errors import GraphError
-from snncompile.interpreters.common import Run, as_input
+from snncompile.interpreters.common import Run, as_input, kept_nodes, output_value
 from snncompile.ir import (
     LIF,
     AvgPool2d,
@@ -239,7 +239,9 @@ EVAL: dict[type[Op], Rule] = {
 
 
 def run_float(graph: Graph, x: Any) -> Run:
-    """Runs ``graph`` on ``x[T, B, *input_shape]`` from zero state, in float32 as snnTorch does."""
+    """Runs ``graph`` on ``x[T, B, *input_shape]`` from zero state, in float32 as snnTorch does.
+
+    Every output is in ``Run.outputs``; ``Run.values`` keeps the stateless nodes that outputs read."""
     graph.verify()
     inp = graph.input_name
     op_in = graph.op(inp)
@@ -260,4 +262,6 @@ def run_float(graph: Graph, x: Any) -> Run:
             if st:
                 spikes[name] = out.numpy()
                 states[name] = {k: v.numpy() for k, v in st.items()}
-    return Run(graph, values[graph.output_name].numpy(), spikes, states)
+    kept = {n: values[n].numpy() for n in kept_nodes(graph)}
+    first = output_value(graph, graph.outputs[0], spikes, states, kept)
+    return Run(graph, first, spikes, states, values=kept)

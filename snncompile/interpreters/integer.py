@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from snncompile.errors import GraphError, InputError
-from snncompile.interpreters.common import Run, as_input
+from snncompile.interpreters.common import Run, as_input, kept_nodes, output_value
 from snncompile.ir import (
     QLIF,
     AvgPool2d,
@@ -329,4 +329,6 @@ def run_integer(graph: Graph, x: Any) -> Run:
         values[name] = out
         if st:
             spikes[name], states[name], saturations[name] = out, st, sat["n"]
-    return Run(graph, values[graph.output_name], spikes, states, saturations)
+    kept = {n: values[n] for n in kept_nodes(graph)}
+    first = output_value(graph, graph.outputs[0], spikes, states, kept)
+    return Run(graph, first, spikes, states, saturations, kept)

@@ -1,10 +1,11 @@
 """The graph IR: ops (frozen dataclasses), the graph that owns them, and its JSON files."""
 
-from snncompile.ir.graph import Graph
+from snncompile.ir.graph import Graph, state_names
 from snncompile.ir.ops import (
     LIF,
     NEURON_OPS,
     OPS,
+    OUTPUT_STATES,
     AvgPool2d,
     Conv2d,
     ConvRecurrence,
@@ -36,6 +37,7 @@ __all__ = [
     "LIF",
     "NEURON_OPS",
     "OPS",
+    "OUTPUT_STATES",
     "QLIF",
     "Q_NEURON_OPS",
     "AvgPool2d",
@@ -69,4 +71,5 @@ __all__ = [
     "out_frac",
     "pool_shift",
     "save_graph",
+    "state_names",
 ]

@@ -14,8 +14,18 @@ import networkx as nx
 import numpy as np
 
 from snncompile.errors import GraphError
-from snncompile.ir.ops import NEURON_OPS, Input, Op, Output, Shape
-from snncompile.ir.qops import Q_NEURON_OPS, out_frac
+from snncompile.ir.ops import LIF, NEURON_OPS, CubaLIF, FixedQuant, Input, Op, Output, Shape
+from snncompile.ir.qops import Q_NEURON_OPS, QLIF, QCubaLIF, out_frac
+
+
+def state_names(op: Op) -> tuple[str, ...]:
+    """The state variables a run records for a node computing ``op``: ``("mem",)`` for a LIF,
+    ``("mem", "syn")`` for a CubaLIF, none for a stateless op."""
+    if isinstance(op, CubaLIF | QCubaLIF):
+        return ("mem", "syn")
+    if isinstance(op, LIF | QLIF):
+        return ("mem",)
+    return ()
 
 
 class Graph:
@@ -116,9 +126,24 @@ class Graph:
         return self._only(Input)
 
     @property
+    def outputs(self) -> tuple[str, ...]:
+        """The Output nodes, by position (the order the model returns them in)."""
+        return tuple(sorted((n for n in self._g if isinstance(self.op(n), Output)), key=self._order))
+
+    def output_source(self, output: str) -> tuple[str, str | None]:
+        """What Output node ``output`` reads: its input node, and the state (None: the node's value)."""
+        op = self.op(output)
+        if not isinstance(op, Output):
+            raise GraphError(f"node {output!r} is not an output node (outputs: {list(self.outputs)})")
+        return self.args(output)[0], op.state
+
+    @property
     def output_name(self) -> str:
-        """The node whose spikes are the network output (the input of the ``output`` node)."""
-        return self.args(self._only(Output))[0]
+        """The node the first output reads (the input of the first Output node)."""
+        outputs = self.outputs
+        if not outputs:
+            raise GraphError("the graph has no output node")
+        return self.args(outputs[0])[0]
 
     def neurons(self) -> list[str]:
         """The neuron nodes (float or fixed-point) in topological order."""
@@ -154,8 +179,13 @@ class Graph:
         """The grid (``frac``) of every node's output in a fixed-point graph."""
         out: dict[str, int] = {}
         for n in self.topo_order():
+            op = self.op(n)
             try:
-                out[n] = out_frac(self.op(n), [out[a] for a in self.args(n)])
+                if isinstance(op, Output) and op.state is not None:
+                    source: FixedQuant = getattr(self.op(self.args(n)[0]), op.state)
+                    out[n] = source.frac
+                else:
+                    out[n] = out_frac(op, [out[a] for a in self.args(n)])
             except GraphError as e:
                 raise GraphError(f"node {n!r} ({self.line(n)}): {e}") from None
         return out
@@ -163,17 +193,26 @@ class Graph:
     def verify(self) -> None:
         """Checks every invariant and raises GraphError naming the node that breaks one.
 
-        A single ``input`` and ``output`` node, an acyclic within-step graph, every op's arity and
-        shapes, parameters that broadcast against their neurons, finite float32 parameters.
+        A single ``input`` node and at least one ``output`` node (one reading a state only from a
+        neuron that has it), an acyclic within-step graph, every op's arity and shapes, parameters
+        that broadcast against their neurons, finite float32 parameters.
         """
         if not nx.is_directed_acyclic_graph(self._g):
             raise GraphError(f"the graph has a cycle: {nx.find_cycle(self._g)}")
         self._only(Input)
-        self._only(Output)
+        if not self.outputs:
+            raise GraphError("a graph needs at least one output node, found none")
         for n in self._g:
             op = self.op(n)
             if len(self.args(n)) != op.arity:
                 raise GraphError(f"node {n!r}: {op.kind} takes {op.arity} input(s)")
+            if isinstance(op, Output) and op.state is not None:
+                src = self.args(n)[0]
+                if op.state not in state_names(self.op(src)):
+                    raise GraphError(
+                        f"node {n!r} reads state {op.state!r} of node {src!r} ({self.op(src).kind}), which has "
+                        f"states {list(state_names(self.op(src)))}"
+                    )
             for field, value in op.arrays().items():
                 if value.dtype != op.array_dtype:
                     raise GraphError(
@@ -198,7 +237,8 @@ class Graph:
         return "\n".join(self.line(n) for n in self.topo_order())
 
     def __repr__(self) -> str:
-        return f"<Graph {len(self)} nodes, output %{self._only(Output)}>"
+        outputs = ", ".join(f"%{o}" for o in self.outputs)
+        return f"<Graph {len(self)} nodes, outputs {outputs}>"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):

@@ -196,12 +196,29 @@ class Input(Op):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Output(Op):
-    """Marks the network output: the spikes of its input node."""
+    """Marks one network output: the value of its input node at every step (a neuron's spikes, a
+    layer's values), or with ``state`` (``"mem"``, ``"syn"``) that state variable of its input neuron.
+
+    A graph has one Output node per value the model returns, in order of position; the first is the
+    network's main output.
+    """
 
     kind: ClassVar[str] = "output"
+    state: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.state not in OUTPUT_STATES:
+            raise GraphError(f"output.state must be one of {list(OUTPUT_STATES)}, got {self.state!r}")
 
     def out_shape(self, in_shapes: Sequence[Shape]) -> Shape:
         return in_shapes[0]
+
+    def attrs(self) -> list[str]:
+        return [] if self.state is None else [f"state={self.state}"]
+
+
+OUTPUT_STATES: tuple[str | None, ...] = (None, "mem", "syn")
 
 
 # ------------------------------------------------------------------------------------- synapse ops

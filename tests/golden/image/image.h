@@ -103,6 +103,7 @@
 #define SNN_REC_LIF_BIAS_S0 85
 #define SNN_REC_LIF_BIAS_S1 86
 #define SNN_REC_LIF_BIAS_S2 87
+#define SNN_REC_OUT_STATE 88
 
 /* layers: 384 x 32 bits; layer table */
 static const uint32_t layers[384] = {

@@ -130,7 +130,7 @@ def load_model_graph(model: str, checkpoint: str | None, input_shape: tuple[int,
     import torch
 
     from snncompile.build import is_build, read_build
-    from snncompile.frontend import trace
+    from snncompile.compiler import trace_sequence
     from snncompile.ir import load_graph
 
     if model.endswith(".nir"):
@@ -145,7 +145,7 @@ def load_model_graph(model: str, checkpoint: str | None, input_shape: tuple[int,
         return graph
     module = _load_module(model, checkpoint)
     shape = input_shape or _guess_input_shape(module)
-    return trace(module, torch.zeros((1, *shape)))
+    return trace_sequence(module, torch.zeros((1, 1, *shape))).graph
 
 
 _MODEL = click.argument("model")
@@ -207,8 +207,10 @@ def simulate(
 ) -> None:
     """Run MODEL on the inputs in X.npz and write spikes and membranes to Y.npz.
 
-    X.npz holds `x` (T, B, *input_shape; uint8 spikes or float32 currents). Y.npz gets `spikes`
-    (T, B, *output_shape; uint8, or float32 for graded spikes) and `membrane` of the output neuron node;
+    X.npz holds `x` (T, B, *input_shape; uint8 spikes or float32 currents). Y.npz gets every value the
+    model returns under its output node's name (`output`, `output_1`, ...: spikes as uint8, membranes and
+    readouts as real values; a build adds `NAME_codes` and `NAME_scale`), and `spikes` (T, B,
+    *output_shape; uint8, or float32 for graded spikes) and `membrane` of a first output read from a neuron;
     with --record all also `spikes/NODE`, `membrane/NODE` (and `syn/NODE`) for every neuron node.
     A BUILD runs the fast integer engine on its decoded image (states also as `*_codes`) and adds
     `cycles` (T,: all samples, one after the other), `cycles_per_sample` (T, B), `cycles/LAYER`,
@@ -253,8 +255,7 @@ def simulate(
     arrays: dict[str, np.ndarray] = {}
     if out in run.states:
         arrays.update(_node_arrays(graph, run, out))
-    else:
-        arrays["output"] = run.output
+    arrays.update(_output_arrays(graph, run))
     if record == "all":
         for n in graph.neurons():
             arrays.update({f"{k}/{n}": v for k, v in _node_arrays(graph, run, n).items()})
@@ -269,9 +270,9 @@ def simulate(
     save_npz(output_path, arrays)
     if not ctx.obj["quiet"]:
         t, b = x.shape[:2]
+        what = "output spikes" if out in run.spikes else "nonzero output values"
         click.echo(
-            f"simulated {t} steps x {b} samples: {int(np.count_nonzero(run.output))} output spikes "
-            f"-> {output_path}"
+            f"simulated {t} steps x {b} samples: {int(np.count_nonzero(run.output))} {what} -> {output_path}"
         )
         if cycles is not None:
             summary = cycles.summary()
@@ -304,6 +305,33 @@ def _build_target(build: str) -> Target | None:
         return load_target(read_build(build)[1]["target"])
     except (InputError, KeyError):
         return None
+
+
+def _output_arrays(graph: Graph, run: Run) -> dict[str, np.ndarray]:
+    """Every output under its node's name (``output``, ``output_1``, ...) as real values: spikes
+    (uint8 when binary), states, or a readout's values; in a fixed-point run also ``NAME_codes`` and
+    ``NAME_scale`` (value = code * scale)."""
+    import numpy as np
+
+    from snncompile.ir import LIF, QLIF, CubaLIF, QCubaLIF
+
+    fracs = graph.fracs() if graph.is_fixed else {}
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in run.outputs.items():
+        node, state = graph.output_source(name)
+        op = graph.op(node)
+        scale = 2.0 ** -fracs[name] if graph.is_fixed else 1.0
+        binary_spikes = (
+            state is None and isinstance(op, LIF | CubaLIF | QLIF | QCubaLIF) and bool(np.all(op.graded == 1))
+        )
+        if binary_spikes and scale == 1.0:
+            arrays[name] = value.astype(np.uint8)
+        else:
+            arrays[name] = (value * scale).astype(np.float64 if graph.is_fixed else value.dtype)
+        if graph.is_fixed:
+            arrays[f"{name}_codes"] = value
+            arrays[f"{name}_scale"] = np.array(scale)
+    return arrays
 
 
 def _node_arrays(graph: Graph, run: Run, node: str) -> dict[str, np.ndarray]:
@@ -483,11 +511,9 @@ def verify_cmd(
 
     Example: snncompile verify net.py:build_qat --checkpoint net.pt --input x.npz --target default
     """
-    import torch
-
     from snncompile.build import read_build
-    from snncompile.compiler import compile_graph, quantize_input
-    from snncompile.frontend import trace
+    from snncompile.compiler import compile_graph, quantize_input, trace_sequence
+    from snncompile.frontend import TracedForward
     from snncompile.loading import load_npz
     from snncompile.targets import load_target
     from snncompile.verify import plot
@@ -498,7 +524,8 @@ def verify_cmd(
     if x.ndim < 3:
         raise InputError(f"{input_path!r}: x has shape {x.shape}; expected (T, B, *input_shape)")
     module = None if model.endswith(".nir") else _load_module(model, checkpoint)
-    float_graph = _import_nir(model) if module is None else trace(module, torch.zeros((1, *x.shape[2:])))
+    traced = TracedForward.of_graph(_import_nir(model)) if module is None else trace_sequence(module, x)
+    float_graph = traced.graph
     if build:
         graph, build_report = read_build(build)
         tgt = load_target(build_report["target"])
@@ -515,9 +542,7 @@ def verify_cmd(
             program = compile_graph(float_graph, load_target(target), x)
         graph, tgt, exact = program.graph, program.target, program.exact
     hardware_x = x if exact else quantize_input(graph, tgt, x)
-    report = run_verify(
-        module, float_graph, graph, x, hardware_x, exact=exact, labels=labels, tolerance=tolerance
-    )
+    report = run_verify(module, traced, graph, x, hardware_x, exact=exact, labels=labels, tolerance=tolerance)
     if not ctx.obj["quiet"]:
         click.echo(report.text())
     if plot_dir:

@@ -16,7 +16,6 @@ decoded image.
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,10 @@ import torch
 from torch import nn
 
 from snncompile.backends.intsim import simulate
-from snncompile.interpreters.common import Run, as_input
+from snncompile.errors import InconsistentModelError, InputError
+from snncompile.frontend import unroll
+from snncompile.frontend.traced import TracedForward
+from snncompile.interpreters.common import Run, as_input, kept_nodes
 from snncompile.interpreters.float32 import run_float
 from snncompile.ir import QLIF, Graph, QCubaLIF
 from snncompile.quant.qat import QuantLeakyParallel
@@ -35,9 +37,23 @@ _VARIABLES = ("spikes", "mem", "syn")
 _NAMES = {"spikes": "spike", "mem": "membrane", "syn": "synaptic current"}
 
 
-def run_torch(module: nn.Module, graph: Graph, x: np.ndarray) -> Run:
-    """The real module on ``x[T, B, ...]`` from zero state, recording every neuron node of ``graph``."""
+def run_torch(module: nn.Module, traced: TracedForward, x: np.ndarray) -> Run:
+    """The real module in eval mode on ``x[T, B, ...]`` from zero state, recording every neuron node of
+    the traced graph (hooks), and what forward returns for outputs that read a layer rather than a
+    neuron (``Run.values``). The module is left as it was (training flag, neuron states).
+
+    A single-step forward is called once per step; a loop over ``x[step]`` (or a LeakyParallel model)
+    once on the whole sequence; a loop over a static input once on ``x[0]``, which needs ``x`` to be
+    that input repeated over the loop's steps.
+    """
+    graph = traced.graph
     xt = torch.from_numpy(as_input(x, graph.op(graph.input_name).out_shape([])))
+    if traced.input_mode == "static" and (xt.shape[0] != traced.steps or not bool((xt == xt[0]).all())):
+        raise InputError(
+            f"forward of {type(module).__name__} runs {traced.steps} steps of one static input; x must "
+            f"be that input repeated {traced.steps} times (got {xt.shape[0]} steps"
+            f"{'' if xt.shape[0] != traced.steps else ' that differ'})"
+        )
     neurons = {n: module.get_submodule(graph.source(n)) for n in graph.neurons()}
     spikes: dict[str, list[torch.Tensor]] = {n: [] for n in neurons}
     states: dict[str, dict[str, list[torch.Tensor]]] = {n: {} for n in neurons}
@@ -54,20 +70,27 @@ def run_torch(module: nn.Module, graph: Graph, x: np.ndarray) -> Run:
 
         return hook
 
-    handles = [m.register_forward_hook(recorder(n)) for n, m in neurons.items()]
-    try:
-        for m in neurons.values():  # zero state: snnTorch re-initialises a state of the wrong shape
-            for var in ("mem", "syn", "spk"):
-                if isinstance(getattr(m, var, None), torch.Tensor):
-                    setattr(m, var, torch.zeros(0))
-        with torch.no_grad():
-            if graph.whole_sequence:
-                out = module(xt)
-            else:
-                out = torch.stack([_first(module(xt[t])) for t in range(xt.shape[0])])
-    finally:
-        for h in handles:
-            h.remove()
+    with unroll.preserved(module):
+        module.eval()
+        handles = [m.register_forward_hook(recorder(n)) for n, m in neurons.items()]
+        try:
+            for m in neurons.values():  # zero state: snnTorch re-initialises a state of the wrong shape
+                for var in ("mem", "syn", "spk"):
+                    if isinstance(getattr(m, var, None), torch.Tensor):
+                        setattr(m, var, torch.zeros(0))
+            with torch.no_grad():
+                if traced.input_mode == "step":
+                    per_step = [_flat(module(xt[t])) for t in range(xt.shape[0])]
+                    returned = [torch.stack(v) for v in zip(*per_step, strict=True)]
+                else:
+                    returned = _flat(module(xt[0] if traced.input_mode == "static" else xt))
+        finally:
+            for h in handles:
+                h.remove()
+    if len(returned) != len(graph.outputs):
+        raise InconsistentModelError(
+            f"forward of {type(module).__name__} returned {len(returned)} values, its trace {len(graph.outputs)}"
+        )
     float_run = run_float(graph, x) if graph.whole_sequence else None
     spk = {n: (v[0] if graph.whole_sequence else torch.stack(v)).numpy() for n, v in spikes.items()}
     st: dict[str, dict[str, np.ndarray]] = {}
@@ -76,11 +99,20 @@ def run_torch(module: nn.Module, graph: Graph, x: np.ndarray) -> Run:
             st[n] = float_run.states[n]
         else:
             st[n] = {var: torch.stack(v).numpy() for var, v in states[n].items()}
-    return Run(graph, _first(out).numpy(), spk, st)
+    values = {
+        node: r.numpy()
+        for (node, state), r in zip(map(graph.output_source, graph.outputs), returned, strict=True)
+        if state is None and node not in neurons
+    }
+    run = Run(graph, np.zeros(0), spk, st, values=values)
+    return dataclasses.replace(run, output=run.outputs[0])
 
 
-def _first(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, tuple) else out
+def _flat(out: Any) -> list[torch.Tensor]:
+    """Forward's return value as a flat list of tensors (a neuron's (spk, mem) tuple spread out)."""
+    if isinstance(out, tuple | list):
+        return [t for item in out for t in _flat(item)]
+    return [out]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,13 +146,18 @@ class Divergence:
 
 @dataclasses.dataclass(frozen=True)
 class VerifyReport:
+    """``agreement``: spike agreement per neuron node; ``readouts``: per output that reads a layer
+    rather than a neuron (a linear readout), the largest ``|torch - hardware|`` relative to the
+    largest ``|torch|``; ``hardware``: node -> variable -> real values (T, B, ...)."""
+
     exact_expected: bool
     divergence: Divergence | None
     agreement: dict[str, float]
+    readouts: dict[str, float]
     accuracy: tuple[float, float] | None
     tolerance: float
     torch_run: Run
-    hardware: dict[str, dict[str, np.ndarray]]  # node -> variable -> real values (T, B, ...)
+    hardware: dict[str, dict[str, np.ndarray]]
 
     @property
     def output_node(self) -> str:
@@ -129,8 +166,10 @@ class VerifyReport:
     @property
     def passed(self) -> bool:
         if self.exact_expected:
-            return self.divergence is None
-        return 1.0 - self.agreement.get(self.output_node, 1.0) <= self.tolerance
+            return self.divergence is None and not any(self.readouts.values())
+        return 1.0 - self.agreement.get(self.output_node, 1.0) <= self.tolerance and all(
+            e <= self.tolerance for e in self.readouts.values()
+        )
 
     def text(self) -> str:
         lines = []
@@ -144,14 +183,26 @@ class VerifyReport:
             "spike agreement per layer: "
             + ", ".join(f"{n} {100 * a:.2f}%" for n, a in self.agreement.items())
         )
+        graph = self.torch_run.graph
+        for o, err in self.readouts.items():
+            node = graph.output_source(o)[0]
+            lines.append(
+                f"readout {o} (values of {node!r}): largest difference {100 * err:.4g}% of the largest torch "
+                f"value{'' if self.exact_expected else f' (tolerance {100 * self.tolerance:.2f}%)'}"
+            )
         if self.accuracy is not None:
             lines.append(
                 f"accuracy: torch {100 * self.accuracy[0]:.2f}%, hardware {100 * self.accuracy[1]:.2f}%"
             )
-        if not self.exact_expected:
+        if not self.exact_expected and self.output_node in self.agreement:
             lines.append(
                 f"criterion: output spike disagreement {100 * (1 - self.agreement[self.output_node]):.2f}% "
                 f"<= tolerance {100 * self.tolerance:.2f}%: {'pass' if self.passed else 'FAIL'}"
+            )
+        elif not self.exact_expected:
+            lines.append(
+                f"criterion: readout differences <= tolerance {100 * self.tolerance:.2f}%: "
+                f"{'pass' if self.passed else 'FAIL'}"
             )
         return "\n".join(lines)
 
@@ -210,7 +261,7 @@ def first_divergence(
 
 def verify(
     module: nn.Module | None,
-    float_graph: Graph,
+    traced: TracedForward,
     graph: Graph,
     x: np.ndarray,
     hardware_x: np.ndarray,
@@ -221,31 +272,62 @@ def verify(
 ) -> VerifyReport:
     """Runs ``module`` on ``x`` and the fixed-point ``graph`` on ``hardware_x`` and compares them.
 
-    ``float_graph`` is the module's traced graph (node names shared with ``graph``). Without a module
-    (a NIR model) the float interpreter's run of ``float_graph`` is the reference."""
-    torch_run = run_torch(module, float_graph, x) if module is not None else run_float(float_graph, x)
-    hw_run = simulate(graph, hardware_x)
+    ``traced`` is the module's trace (its float graph shares node names with ``graph``). Without a
+    module (a NIR model) the float interpreter's run of the float graph is the reference. Labels give
+    the accuracy of the first output's prediction (the argmax of its sum over time), per sample.
+    """
+    float_graph = traced.graph
+    _check_same_network(float_graph, graph)
+    if labels is not None and (labels.ndim != 1 or labels.shape[0] != x.shape[1]):
+        raise InputError(
+            f"labels y have shape {labels.shape}; expected ({x.shape[1]},), one label per sample of x "
+            f"{x.shape}"
+        )
+    torch_run = run_torch(module, traced, x) if module is not None else run_float(float_graph, x)
+    hw_run = simulate(graph, hardware_x, keep=kept_nodes(graph))
     hardware = hardware_values(graph, hw_run)
     agreement = {
         n: float(np.mean(torch_run.spikes[n].astype(np.float64) == hardware[n]["spikes"]))
         for n in graph.neurons()
     }
+    fracs = graph.fracs()
+    neurons = set(graph.neurons())
+    readouts: dict[str, float] = {}
+    hw_outputs = {o: hw_run.outputs[o] * 2.0 ** -fracs[o] for o in graph.outputs}
+    for o in graph.outputs:
+        node, state = graph.output_source(o)
+        if state is None and node not in neurons:
+            want = torch_run.outputs[o].astype(np.float64)
+            scale = max(float(np.abs(want).max(initial=0)), float(np.finfo(np.float32).tiny))
+            readouts[o] = float(np.abs(want - hw_outputs[o]).max(initial=0)) / scale
     accuracy = None
-    out = graph.output_name
     if labels is not None:
-        flat = math.prod(torch_run.spikes[out].shape[2:])
-        t_pred = (
-            torch_run.spikes[out].reshape(*torch_run.spikes[out].shape[:2], flat).sum(axis=0).argmax(axis=1)
+        first = graph.outputs[0]
+        accuracy = (
+            float(np.mean(_prediction(torch_run.outputs[first]) == labels)),
+            float(np.mean(_prediction(hw_outputs[first]) == labels)),
         )
-        h_pred = (
-            hardware[out]["spikes"]
-            .reshape(*hardware[out]["spikes"].shape[:2], flat)
-            .sum(axis=0)
-            .argmax(axis=1)
-        )
-        accuracy = (float(np.mean(t_pred == labels)), float(np.mean(h_pred == labels)))
     divergence = first_divergence(torch_run, hardware, graph) if exact else None
-    return VerifyReport(exact, divergence, agreement, accuracy, tolerance, torch_run, hardware)
+    return VerifyReport(exact, divergence, agreement, readouts, accuracy, tolerance, torch_run, hardware)
+
+
+def _prediction(values: np.ndarray) -> np.ndarray:
+    """Per sample, the index of the largest sum over time (spike count, or summed readout)."""
+    return values.reshape(*values.shape[:2], -1).sum(axis=0).argmax(axis=1)
+
+
+def _check_same_network(float_graph: Graph, graph: Graph) -> None:
+    """The build (or program) must come from the model: the same neuron and output nodes, same shapes."""
+    ours, theirs = float_graph.shapes(), graph.shapes()
+    wanted = [*float_graph.neurons(), *float_graph.outputs]
+    found = [*graph.neurons(), *graph.outputs]
+    if wanted != found or any(ours[n] != theirs[n] for n in wanted):
+        model = ", ".join(f"{n}{list(ours[n])}" for n in wanted)
+        program = ", ".join(f"{n}{list(theirs[n])}" for n in found)
+        raise InputError(
+            f"the program was not compiled from this model: the model has neuron and output nodes {model}, "
+            f"the program {program}"
+        )
 
 
 def plot(report: VerifyReport, directory: str | Path) -> list[Path]:

@@ -296,9 +296,19 @@ def test_simulate_matches_snntorch(
     n_spikes = int(reference["spikes"].sum())
     assert result.stdout == f"simulated {T} steps x {B} samples: {n_spikes} output spikes -> {out}\n"
     with np.load(out) as y:
-        assert sorted(y.files) == ["membrane", "spike_counts/lif_1", "spike_counts/lif_3", "spikes"]
+        assert sorted(y.files) == [
+            "membrane",
+            "output",
+            "output_1",
+            "spike_counts/lif_1",
+            "spike_counts/lif_3",
+            "spikes",
+        ]
         assert np.array_equal(y["spike_counts/lif_3"], y["spikes"].sum(axis=2))
         spikes, membrane = y["spikes"], y["membrane"]
+        # the model returns (spk, mem) of its last Leaky: its two outputs, by name
+        assert np.array_equal(y["output"], reference["spikes"].astype(np.uint8))
+        assert np.array_equal(y["output_1"], reference["membrane"])
     assert spikes.dtype == np.uint8 and spikes.shape == (T, B, N_OUT)
     assert membrane.dtype == np.float32 and membrane.shape == (T, B, N_OUT)
     np.testing.assert_array_equal(spikes, reference["spikes"].astype(np.uint8))
@@ -329,6 +339,8 @@ def test_simulate_record_all(
         [
             "spikes",
             "membrane",
+            "output",
+            "output_1",
             "spikes/lif_1",
             "membrane/lif_1",
             "spikes/lif_3",

@@ -70,6 +70,17 @@ class TracedForward:
     outputs: tuple[ForwardOutput, ...]
     single: bool
 
+    @classmethod
+    def of_graph(cls, graph: Graph) -> TracedForward:
+        """A graph without a module (imported from NIR, loaded): one step per call, one value per output."""
+        outputs = []
+        for o in graph.outputs:
+            node, state = graph.output_source(o)
+            var = state or ("spk" if node in graph.neurons() else "value")
+            outputs.append(ForwardOutput(o, node, var, None if graph.whole_sequence else -1))
+        mode: InputMode = "sequence" if graph.whole_sequence else "step"
+        return cls(graph, mode, None if graph.whole_sequence else 1, tuple(outputs), len(outputs) == 1)
+
     def sequence(self, x: Any) -> np.ndarray:
         """The per-step input ``x[T, B, ...]`` of the run that reproduces ``forward(x)``."""
         a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

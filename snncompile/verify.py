@@ -261,7 +261,7 @@ def first_divergence(
 
 def verify(
     module: nn.Module | None,
-    traced: TracedForward,
+    traced: TracedForward | Graph,
     graph: Graph,
     x: np.ndarray,
     hardware_x: np.ndarray,
@@ -272,10 +272,13 @@ def verify(
 ) -> VerifyReport:
     """Runs ``module`` on ``x`` and the fixed-point ``graph`` on ``hardware_x`` and compares them.
 
-    ``traced`` is the module's trace (its float graph shares node names with ``graph``). Without a
-    module (a NIR model) the float interpreter's run of the float graph is the reference. Labels give
-    the accuracy of the first output's prediction (the argmax of its sum over time), per sample.
+    ``traced`` is the module's trace (its float graph shares node names with ``graph``), or only its
+    float graph for a single-step module (called once per step). Without a module (a NIR model) the
+    float interpreter's run of the float graph is the reference. Labels give the accuracy of the first
+    output's prediction (the argmax of its sum over time), per sample.
     """
+    if isinstance(traced, Graph):
+        traced = TracedForward.of_graph(traced)
     float_graph = traced.graph
     _check_same_network(float_graph, graph)
     if labels is not None and (labels.ndim != 1 or labels.shape[0] != x.shape[1]):

@@ -12,7 +12,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from snncompile.backends.intsim import CycleModel, describe_plan, plan, simulate, tuning
-from snncompile.backends.intsim.engine import legal_paths, synapse_nodes
+from snncompile.backends.intsim.engine import DenseSynapses, legal_paths, synapse_nodes
+from snncompile.backends.intsim.kernels import EventConv
+from snncompile.interpreters.integer import eval_qconv2d
 from snncompile.quant.fixed import ROUNDINGS
 
 from snncompile import run_integer
@@ -399,3 +401,41 @@ def test_forced_paths_are_checked() -> None:
         simulate(g, x, paths={"n1": "event"}, progress=False)
     with pytest.raises(InputError, match="is not one of"):
         simulate(g, x, paths={"conv": "gpu"}, progress=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    st.tuples(st.integers(1, 3), st.integers(1, 2)),
+    st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    st.integers(0, 2**32 - 1),
+)
+def test_conv_paths_equal_the_reference_on_any_geometry(
+    groups: int,
+    cin_g: int,
+    cout_g: int,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    seed: int,
+) -> None:
+    """Event-driven (channel-last) and im2col + matrix product convs against the reference's int64 conv,
+    on random channels, groups, kernels, strides, paddings and dilations, with graded input events."""
+    rng = np.random.default_rng(seed)
+    c_in, c_out = groups * cin_g, groups * cout_g
+    h, w = (d * (k - 1) + 1 + int(rng.integers(0, 4)) for d, k in zip(dilation, kernel, strict=True))
+    weight = rng.integers(-300, 301, (c_out, cin_g, *kernel)).astype(np.int64)
+    bias = rng.integers(-50, 51, c_out).astype(np.int64) if rng.random() < 0.5 else None
+    op = QConv2d(weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups, weight_frac=0)
+    x = rng.integers(-2, 3, (2, 3, c_in, h, w)) * (rng.random((2, 3, c_in, h, w)) < 0.4)
+    expected = eval_qconv2d(op, [x.astype(np.int64)], {"n": 0})[0]
+    events, bad = EventConv(op, (c_in, h, w), np.int32).run(np.ascontiguousarray(x.astype(np.int8)), 2)
+    assert bad == 0 and np.array_equal(events, expected)
+    for path in ("blas-f32", "blas-f64", "int64"):
+        dense = DenseSynapses(op, path)(x.reshape(6, c_in, h, w).astype(np.int8)).reshape(expected.shape)
+        assert np.array_equal(dense, expected), path

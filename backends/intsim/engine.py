@@ -39,8 +39,12 @@ import torch
 import torch.nn.functional as F
 from snncompile.backends.intsim import tuning
 from snncompile.backends.intsim.kernels import (
+    EventConv,
     EventSynapses,
     NeuronKernel,
+    conv_geometry,
+    im2col,
+    spike_bound,
     spike_codes,
     spike_dtype,
     state_dtype,
@@ -105,9 +109,12 @@ def _acc_dtype(bits: int) -> type[np.signedinteger[Any]]:
 
 
 def _fusable(graph: Graph, name: str, keep: Collection[str]) -> bool:
+    """Whether a linear op's events can accumulate inside its neuron's kernel (a conv's run channel-last
+    on their own)."""
     users = graph.users(name)
     return (
-        len(users) == 1
+        isinstance(graph.op(name), QLinear)
+        and len(users) == 1
         and isinstance(graph.op(users[0]), QLIF | QCubaLIF)
         and name != graph.output_name
         and name not in keep
@@ -118,8 +125,7 @@ def _fusable(graph: Graph, name: str, keep: Collection[str]) -> bool:
 
 
 def _float(x: Array, path: Path) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    return t.to(torch.float32 if path == "blas-f32" else torch.float64)
+    return torch.from_numpy(np.ascontiguousarray(x, np.float32 if path == "blas-f32" else np.float64))
 
 
 def _weights(op: QLinear | QConv2d, path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -154,28 +160,41 @@ class DenseSynapses:
             y = torch._int_mm(rows, self.w8)[:n].numpy()
             return y if self.b32 is None else y + self.b32
         with tuning.exact_float():
-            v = _float(x, self.path)
             if isinstance(self.op, QLinear):
-                return F.linear(v, self.w, self.b).numpy()
-            return self._conv(v).numpy()
+                return F.linear(_float(x, self.path), self.w, self.b).numpy()
+            return self._conv(x)
 
-    def _conv(self, v: torch.Tensor) -> torch.Tensor:
-        """torch's conv2d as im2col and one matrix product per group: plain dot products."""
-        op, w = self.op, self.w
+    def _conv(self, x: Array) -> Array:
+        """The conv as one matrix product per group over the im2col columns: plain dot products."""
+        op = self.op
         assert isinstance(op, QConv2d)
-        n, _, h, wd = v.shape
-        c_out, cin_g, kh, kw = w.shape
+        c_out, cin_g, kh, kw = op.weight.shape
+        h, wd = x.shape[2], x.shape[3]
         (sh, sw), (ph, pw), (dh, dw) = op.stride, op.padding, op.dilation
         oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
         ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        cols = F.unfold(v, (kh, kw), dilation=op.dilation, padding=op.padding, stride=op.stride)
-        g = op.groups
-        cols = cols.reshape(n, g, cin_g * kh * kw, oh * ow)
-        y = torch.matmul(w.reshape(g, c_out // g, cin_g * kh * kw), cols).reshape(n, c_out, oh, ow)
-        return y if self.b is None else y + self.b.reshape(1, -1, 1, 1)
+        dtype = np.float32 if self.path == "blas-f32" else np.float64
+        geo = conv_geometry(op.stride, op.padding, op.dilation, cin_g)
+        cols = torch.from_numpy(im2col(np.ascontiguousarray(x), (kh, kw), (oh, ow), geo, dtype))
+        cols = cols.reshape(x.shape[0] * oh * ow, -1)
+        k, g, cout_g = cin_g * kh * kw, op.groups, c_out // op.groups
+        w = self.w.reshape(c_out, k)
+        parts = [cols[:, i * k : (i + 1) * k] @ w[i * cout_g : (i + 1) * cout_g].T for i in range(g)]
+        y = parts[0] if g == 1 else torch.cat(parts, dim=1)
+        if self.b is not None:
+            y += self.b
+        return y.reshape(x.shape[0], oh, ow, c_out).permute(0, 3, 1, 2).contiguous().numpy()
 
 
 # ------------------------------------------------------------------------------------ timing
+
+
+def _event_op(
+    op: QLinear | QConv2d, in_shape: tuple[int, ...], dtype: type[np.signedinteger[Any]]
+) -> EventSynapses | EventConv:
+    if isinstance(op, QConv2d):
+        return EventConv(op, in_shape, dtype)
+    return EventSynapses(synapse_rows(op, in_shape), dtype)
 
 
 def _pow2(n: int) -> int:
@@ -229,8 +248,8 @@ def _timers(
     def event(density: float) -> Callable[[], float]:
         def run() -> float:
             synth, shape, x = workload(density)
-            events = x.reshape(1, x.shape[0], -1)
-            syn = EventSynapses(synapse_rows(synth, shape), acc)
+            events = x.reshape(1, *x.shape)
+            syn = _event_op(synth, shape, acc)
             return tuning.best_time(lambda: syn.run(events, 1)) / x.shape[0]
 
         return run
@@ -369,17 +388,17 @@ class _Node:
         self.bits = ranges.nodes[name].bits if name in ranges.nodes else 0
         self.choice = choice
         self.dense: DenseSynapses | None = None
-        self.event: EventSynapses | None = None
+        self.event: EventSynapses | EventConv | None = None
         self.kernel: NeuronKernel | None = None
         self.fused_kernel: NeuronKernel | None = None
         self.source: _Node | None = None  # a neuron's fused synapse node
         if isinstance(self.op, QLinear | QConv2d):
             assert choice is not None
-            in_shape = graph.shapes()[self.args[0]]
+            in_shape = self.in_shape = graph.shapes()[self.args[0]]
             self.limit = max(1, ranges.nodes[self.args[0]].out_max)
             self.dense = DenseSynapses(self.op, choice.dense) if choice.event_below <= 1 else None
             if not choice.fused and choice.event_below > 0:
-                self.event = EventSynapses(synapse_rows(self.op, in_shape), _acc_dtype(self.bits))
+                self.event = _event_op(self.op, in_shape, _acc_dtype(self.bits))
         if isinstance(self.op, QLIF | QCubaLIF):
             self.kernel = NeuronKernel(self.op, self.shape, record)
 
@@ -601,12 +620,12 @@ def _run_chunk(
     raw_input = [raw]  # whether values[input] still holds unchecked float32 spikes
 
     def checked(name: str) -> Array:
-        """A value for a consumer that does not check events itself: raw float32 input converted."""
+        """A value for a consumer that does not check events itself: raw float32 input validated."""
         if name == graph.input_name and raw_input[0]:
-            found = spike_codes(values[name])
-            if found is None or found[1] > 1:
+            bound = spike_bound(values[name])
+            if bound is None or bound > 1:
                 raise _Void
-            values[name], raw_input[0] = found[0], False
+            raw_input[0] = False
         return values[name]
 
     skipped: set[str] = set()  # synapse nodes whose neuron accumulates their events this chunk
@@ -622,7 +641,7 @@ def _run_chunk(
                 continue
             if path == "event":
                 assert node.event is not None
-                value, bad = node.event.run(np.ascontiguousarray(src.reshape(tc, bc, -1)), node.limit)
+                value, bad = node.event.run(np.ascontiguousarray(src.reshape(tc, bc, *node.in_shape)), node.limit)
                 if bad:
                     raise _Void if raw_input[0] and node.args[0] == graph.input_name else AssertionError(name)
                 value = value.reshape(tc, bc, *node.shape)

@@ -59,7 +59,7 @@ def split(fn: Callable[[int, int], Any], n: int) -> list[Any]:
 REC_NONE, REC_DENSE, REC_ONE, REC_SPARSE = range(4)
 
 
-@numba.njit(cache=True)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
 def _round_shift(acc: int, shift: int, mode: int) -> int:
     if shift == 0:
         return acc
@@ -78,7 +78,7 @@ def _round_shift(acc: int, shift: int, mode: int) -> int:
     return acc >> shift if acc >= 0 else -((-acc) >> shift)  # trunc
 
 
-@numba.njit(cache=True)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
 def _clamp(v: int, lo: int, hi: int) -> tuple[int, int]:
     """``v`` clamped to ``[lo, hi]``, and 1 when that changed it (a saturation event)."""
     if v < lo:
@@ -88,7 +88,7 @@ def _clamp(v: int, lo: int, hi: int) -> tuple[int, int]:
     return v, 0
 
 
-@numba.njit(cache=True)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
 def _immediate(v: int, s: int, r: int, th: int, reset: int, lo: int, hi: int) -> tuple[int, int]:
     """snnTorch's reset_delay=False correction ``d = s - r``, then the state range."""
     d = s - r
@@ -178,7 +178,7 @@ def _synapses(
     return bad
 
 
-@numba.njit(cache=True)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
 def _rec_value(rec_kind: int, rbuf: Any, prev: Any, one: Any, j: int) -> Any:
     """``R(s[t-1])[j]``: one-to-one from the previous spike codes, else the accumulated rows."""
     if rec_kind == 2:
@@ -335,16 +335,17 @@ def _events(x: Any, syn: Any, syn_bias: Any, syn_ints: Any, out: Any, lo_b: int,
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
-def _codes(x: Any, out: Any, lo: int, hi: int) -> tuple[int, int]:
-    """``out[lo:hi] = x[lo:hi]`` as int8 codes; returns (values that are not integers in -128..127,
-    largest |code|)."""
+def _codes(x: Any, out: Any, lo: int, hi: int, write: bool) -> tuple[int, int]:
+    """``out[lo:hi] = x[lo:hi]`` as int8 codes (when ``write``); returns (values that are not integers
+    in -128..127, largest |code|)."""
     bad = 0
     peak = 0
     for i in range(lo, hi):
         v = x[i]
         if v >= -128 and v <= 127 and v == np.floor(v):
             c = np.int8(v)
-            out[i] = c
+            if write:
+                out[i] = c
             peak = max(peak, abs(int(c)))
         else:
             bad += 1
@@ -356,10 +357,128 @@ def spike_codes(x: Array) -> tuple[Array, int] | None:
     pass without a float copy; None when some value is not an integer in -128..127 (or is NaN)."""
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty(flat.shape[0], np.int8)
-    parts = split(lambda lo, hi: _codes(flat, out, lo, hi), flat.shape[0])
+    parts = split(lambda lo, hi: _codes(flat, out, lo, hi, True), flat.shape[0])
     if any(bad for bad, _ in parts):
         return None
     return out.reshape(x.shape), max(peak for _, peak in parts)
+
+
+def spike_bound(x: Array) -> int | None:
+    """The largest |value| of a float array of small integers, or None as for :func:`spike_codes`."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    dummy = np.empty(0, np.int8)
+    parts = split(lambda lo, hi: _codes(flat, dummy, lo, hi, False), flat.shape[0])
+    return None if any(bad for bad, _ in parts) else max(peak for _, peak in parts)
+
+
+@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+def _conv_events(
+    x: Any, limit: int, wt: Any, bias: Any, has_bias: int, geo: Any, out: Any, lo_b: int, hi_b: int
+) -> int:
+    """A 2-d convolution (torch's cross-correlation, zero padding), event-driven, of samples lo_b..hi_b-1:
+    each nonzero input ``v`` at ``(c, y, x)`` adds ``v * wt[c, ky, kx, :]`` (its group's output channels,
+    contiguous) to the outputs ``(oy, ox)`` with ``y = oy*sh - ph + ky*dh``, ``x = ox*sw - pw + kx*dw``,
+    accumulated channel-last and written channel-first to ``out`` (T, B, cout, oh, ow). ``geo``: sh, sw,
+    ph, pw, dh, dw, input channels per group. Returns the count of bad events (as :func:`_gather`)."""
+    sh, sw, ph, pw, dh, dw, cin_g = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5], geo[6]
+    n_c, h, w = x.shape[2], x.shape[3], x.shape[4]
+    kh, kw, cout_g = wt.shape[1], wt.shape[2], wt.shape[3]
+    cout, oh, ow = out.shape[2], out.shape[3], out.shape[4]
+    acc = np.zeros((oh, ow, cout), out.dtype)
+    bad = 0
+    for b in range(lo_b, hi_b):
+        for t in range(x.shape[0]):
+            acc[:] = 0
+            for c in range(n_c):
+                g0 = (c // cin_g) * cout_g
+                for y in range(h):
+                    for xx in range(w):
+                        e = x[t, b, c, y, xx]
+                        if e == 0:
+                            continue
+                        v = np.int64(e)
+                        if v != e or v > limit or v < -limit:
+                            bad += 1
+                            continue
+                        for ky in range(kh):
+                            ny = y + ph - ky * dh
+                            if ny < 0 or ny % sh != 0 or ny // sh >= oh:
+                                continue
+                            oy = ny // sh
+                            for kx in range(kw):
+                                nx = xx + pw - kx * dw
+                                if nx < 0 or nx % sw != 0 or nx // sw >= ow:
+                                    continue
+                                row = wt[c, ky, kx]
+                                a = acc[oy, nx // sw]
+                                if v == 1:
+                                    for o in range(cout_g):
+                                        a[g0 + o] += row[o]
+                                else:
+                                    for o in range(cout_g):
+                                        a[g0 + o] += v * row[o]
+            for o in range(cout):
+                bo = bias[o] if has_bias == 1 else 0
+                for oy in range(oh):
+                    for ox in range(ow):
+                        out[t, b, o, oy, ox] = acc[oy, ox, o] + bo
+    return bad
+
+
+@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+def _im2col(x: Any, geo: Any, cols: Any, lo: int, hi: int) -> None:
+    """``cols[r, oy, ox, c, ky, kx] = x[r, c, oy*sh - ph + ky*dh, ox*sw - pw + kx*dw]`` (0 outside) for
+    rows lo..hi-1: a convolution's inputs laid out for one matrix product."""
+    sh, sw, ph, pw, dh, dw = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5]
+    n_c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    oh, ow, kh, kw = cols.shape[1], cols.shape[2], cols.shape[4], cols.shape[5]
+    for r in range(lo, hi):
+        for oy in range(oh):
+            for ox in range(ow):
+                for c in range(n_c):
+                    for ky in range(kh):
+                        y = oy * sh - ph + ky * dh
+                        for kx in range(kw):
+                            xx = ox * sw - pw + kx * dw
+                            inside = y >= 0 and y < h and xx >= 0 and xx < w
+                            cols[r, oy, ox, c, ky, kx] = x[r, c, y, xx] if inside else 0
+
+
+def conv_geometry(
+    stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], cin_g: int
+) -> Array:
+    return np.array([*stride, *padding, *dilation, cin_g], np.int64)
+
+
+def im2col(x: Array, kernel: tuple[int, int], out_hw: tuple[int, int], geo: Array, dtype: type) -> Array:
+    """``x`` (R, C, H, W) as (R, oh, ow, C, kh, kw) columns of ``dtype``, on every CPU."""
+    cols = np.empty((x.shape[0], *out_hw, x.shape[1], *kernel), dtype)
+    split(lambda lo, hi: _im2col(x, geo, cols, lo, hi), x.shape[0])
+    return cols
+
+
+class EventConv:
+    """A conv op alone on the event path: weights by input channel and tap, output channels last."""
+
+    def __init__(self, op: QConv2d, in_shape: Shape, dtype: type[np.signedinteger[Any]]) -> None:
+        c_out, cin_g, kh, kw = op.weight.shape
+        cout_g = c_out // op.groups
+        w = np.asarray(op.weight).reshape(op.groups, cout_g, cin_g, kh, kw)
+        self.wt = np.ascontiguousarray(w.transpose(0, 2, 3, 4, 1).reshape(op.groups * cin_g, kh, kw, cout_g), dtype)
+        self.bias = np.zeros(c_out, dtype) if op.bias is None else np.asarray(op.bias).astype(dtype)
+        self.has_bias = int(op.bias is not None)
+        self.geo = conv_geometry(op.stride, op.padding, op.dilation, cin_g)
+        _, h, w_in = in_shape
+        (sh, sw), (ph, pw), (dh, dw) = op.stride, op.padding, op.dilation
+        self.out_shape = (c_out, (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w_in + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+        self.dtype = dtype
+
+    def run(self, x: Array, limit: int) -> tuple[Array, int]:
+        """The op over ``x`` (T, B, C, H, W): (T, B, cout, oh, ow), and the count of bad events."""
+        out = np.empty((x.shape[0], x.shape[1], *self.out_shape), self.dtype)
+        args = (x, limit, self.wt, self.bias, self.has_bias, self.geo, out)
+        bad = split(lambda lo, hi: _conv_events(*args, lo, hi), x.shape[1])
+        return out, int(sum(bad))
 
 
 # ------------------------------------------------------------------------------------ synapse storage
@@ -457,7 +576,9 @@ class EventSynapses:
         self.ints = np.array([kind, has_bias, 0, 0, 0], np.int64)
 
     def run(self, x: Array, limit: int) -> tuple[Array, int]:
-        """The op over ``x`` (T, B, n_in): (T, B, n_out), and the count of events outside ``[-limit, limit]``."""
+        """The op over ``x`` (T, B, *in_shape): (T, B, n_out), and the count of events outside
+        ``[-limit, limit]``."""
+        x = x.reshape(x.shape[0], x.shape[1], -1)
         out = np.empty((x.shape[0], x.shape[1], self.n_out), self.dtype)
         ints = self.ints.copy()
         ints[4] = limit

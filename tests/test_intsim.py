@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from snncompile.backends.intsim import CycleModel, describe_plan, plan, simulate, tuning
 from snncompile.backends.intsim.engine import DenseSynapses, legal_paths, synapse_nodes
 from snncompile.backends.intsim.kernels import EventConv
-from snncompile.interpreters.integer import eval_qconv2d
 from snncompile.quant.fixed import ROUNDINGS
 
 from snncompile import run_integer
 from snncompile.errors import InputError
+from snncompile.interpreters.integer import eval_qconv2d
 from snncompile.ir import (
     QLIF,
     AvgPool2d,
@@ -431,7 +431,9 @@ def test_conv_paths_equal_the_reference_on_any_geometry(
     h, w = (d * (k - 1) + 1 + int(rng.integers(0, 4)) for d, k in zip(dilation, kernel, strict=True))
     weight = rng.integers(-300, 301, (c_out, cin_g, *kernel)).astype(np.int64)
     bias = rng.integers(-50, 51, c_out).astype(np.int64) if rng.random() < 0.5 else None
-    op = QConv2d(weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups, weight_frac=0)
+    op = QConv2d(
+        weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups, weight_frac=0
+    )
     x = rng.integers(-2, 3, (2, 3, c_in, h, w)) * (rng.random((2, 3, c_in, h, w)) < 0.4)
     expected = eval_qconv2d(op, [x.astype(np.int64)], {"n": 0})[0]
     events, bad = EventConv(op, (c_in, h, w), np.int32).run(np.ascontiguousarray(x.astype(np.int8)), 2)

@@ -641,7 +641,9 @@ def _run_chunk(
                 continue
             if path == "event":
                 assert node.event is not None
-                value, bad = node.event.run(np.ascontiguousarray(src.reshape(tc, bc, *node.in_shape)), node.limit)
+                value, bad = node.event.run(
+                    np.ascontiguousarray(src.reshape(tc, bc, *node.in_shape)), node.limit
+                )
                 if bad:
                     raise _Void if raw_input[0] and node.args[0] == graph.input_name else AssertionError(name)
                 value = value.reshape(tc, bc, *node.shape)

@@ -373,14 +373,23 @@ def spike_bound(x: Array) -> int | None:
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
 def _conv_events(
-    x: Any, limit: int, wt: Any, bias: Any, has_bias: int, geo: Any, out: Any, lo_b: int, hi_b: int
+    x: Any,
+    limit: int,
+    wt: Any,
+    bias: Any,
+    has_bias: int,
+    cin_g: int,
+    ymap: Any,
+    xmap: Any,
+    out: Any,
+    lo_b: int,
+    hi_b: int,
 ) -> int:
-    """A 2-d convolution (torch's cross-correlation, zero padding), event-driven, of samples lo_b..hi_b-1:
-    each nonzero input ``v`` at ``(c, y, x)`` adds ``v * wt[c, ky, kx, :]`` (its group's output channels,
-    contiguous) to the outputs ``(oy, ox)`` with ``y = oy*sh - ph + ky*dh``, ``x = ox*sw - pw + kx*dw``,
-    accumulated channel-last and written channel-first to ``out`` (T, B, cout, oh, ow). ``geo``: sh, sw,
-    ph, pw, dh, dw, input channels per group. Returns the count of bad events (as :func:`_gather`)."""
-    sh, sw, ph, pw, dh, dw, cin_g = geo[0], geo[1], geo[2], geo[3], geo[4], geo[5], geo[6]
+    """A 2-d convolution, event-driven, of samples lo_b..hi_b-1: each nonzero input ``v`` at
+    ``(c, y, x)`` adds ``v * wt[c, ky, kx, :]`` (its group's output channels, contiguous) to the output
+    ``(ymap[y, ky], xmap[x, kx])`` where both are >= 0 (the tap lands inside the output), accumulated
+    channel-last and written channel-first to ``out`` (T, B, cout, oh, ow). Returns the count of bad
+    events (as :func:`_gather`)."""
     n_c, h, w = x.shape[2], x.shape[3], x.shape[4]
     kh, kw, cout_g = wt.shape[1], wt.shape[2], wt.shape[3]
     cout, oh, ow = out.shape[2], out.shape[3], out.shape[4]
@@ -401,28 +410,33 @@ def _conv_events(
                             bad += 1
                             continue
                         for ky in range(kh):
-                            ny = y + ph - ky * dh
-                            if ny < 0 or ny % sh != 0 or ny // sh >= oh:
+                            oy = ymap[y, ky]
+                            if oy < 0:
                                 continue
-                            oy = ny // sh
                             for kx in range(kw):
-                                nx = xx + pw - kx * dw
-                                if nx < 0 or nx % sw != 0 or nx // sw >= ow:
+                                ox = xmap[xx, kx]
+                                if ox < 0:
                                     continue
-                                row = wt[c, ky, kx]
-                                a = acc[oy, nx // sw]
                                 if v == 1:
                                     for o in range(cout_g):
-                                        a[g0 + o] += row[o]
+                                        acc[oy, ox, g0 + o] += wt[c, ky, kx, o]
                                 else:
                                     for o in range(cout_g):
-                                        a[g0 + o] += v * row[o]
+                                        acc[oy, ox, g0 + o] += v * wt[c, ky, kx, o]
             for o in range(cout):
                 bo = bias[o] if has_bias == 1 else 0
                 for oy in range(oh):
                     for ox in range(ow):
                         out[t, b, o, oy, ox] = acc[oy, ox, o] + bo
     return bad
+
+
+def tap_map(size: int, out_size: int, k: int, stride: int, pad: int, dilation: int) -> Array:
+    """``m[y, ky]``: the output position that input ``y`` reaches through tap ``ky`` (``y = o*stride -
+    pad + ky*dilation``), or -1 where none does."""
+    n = np.arange(size)[:, None] + pad - np.arange(k)[None, :] * dilation
+    o = n // stride
+    return np.where((n >= 0) & (n % stride == 0) & (o < out_size), o, -1).astype(np.int64)
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
@@ -464,19 +478,23 @@ class EventConv:
         c_out, cin_g, kh, kw = op.weight.shape
         cout_g = c_out // op.groups
         w = np.asarray(op.weight).reshape(op.groups, cout_g, cin_g, kh, kw)
-        self.wt = np.ascontiguousarray(w.transpose(0, 2, 3, 4, 1).reshape(op.groups * cin_g, kh, kw, cout_g), dtype)
+        self.wt = np.ascontiguousarray(
+            w.transpose(0, 2, 3, 4, 1).reshape(op.groups * cin_g, kh, kw, cout_g), dtype
+        )
         self.bias = np.zeros(c_out, dtype) if op.bias is None else np.asarray(op.bias).astype(dtype)
         self.has_bias = int(op.bias is not None)
-        self.geo = conv_geometry(op.stride, op.padding, op.dilation, cin_g)
+        self.cin_g = cin_g
         _, h, w_in = in_shape
         (sh, sw), (ph, pw), (dh, dw) = op.stride, op.padding, op.dilation
-        self.out_shape = (c_out, (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w_in + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+        oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w_in + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        self.out_shape = (c_out, oh, ow)
+        self.ymap, self.xmap = tap_map(h, oh, kh, sh, ph, dh), tap_map(w_in, ow, kw, sw, pw, dw)
         self.dtype = dtype
 
     def run(self, x: Array, limit: int) -> tuple[Array, int]:
         """The op over ``x`` (T, B, C, H, W): (T, B, cout, oh, ow), and the count of bad events."""
         out = np.empty((x.shape[0], x.shape[1], *self.out_shape), self.dtype)
-        args = (x, limit, self.wt, self.bias, self.has_bias, self.geo, out)
+        args = (x, limit, self.wt, self.bias, self.has_bias, self.cin_g, self.ymap, self.xmap, out)
         bad = split(lambda lo, hi: _conv_events(*args, lo, hi), x.shape[1])
         return out, int(sum(bad))
 

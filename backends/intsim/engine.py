@@ -52,7 +52,7 @@ from snncompile.backends.intsim.kernels import (
 )
 
 from snncompile.errors import InputError
-from snncompile.interpreters.common import Run
+from snncompile.interpreters.common import Run, kept_nodes, output_value
 from snncompile.interpreters.integer import EVAL as REFERENCE
 from snncompile.interpreters.integer import input_codes
 from snncompile.ir import QLIF, AvgPool2d, Graph, Input, MaxPool2d, Op, QConv2d, QCubaLIF, QLinear, SumPool2d
@@ -507,19 +507,20 @@ def _simulate(
     keep: Collection[str],
 ) -> Run:
     ranges = analyze_ranges(graph, max(peak, 1))
-    keep = set(keep)
+    keep = set(keep) | set(kept_nodes(graph))
+    state_read = {node for node, state in map(graph.output_source, graph.outputs) if state is not None}
     choices = (
         plan(graph, ranges, keep)
         if paths is None
         else {**plan_defaults(graph, ranges, keep), **forced_plan(graph, paths, keep)}
     )
     order = [n for n in graph.topo_order() if n != graph.input_name]
-    nodes = {n: _Node(graph, n, choices.get(n), ranges, record) for n in order}
+    nodes = {n: _Node(graph, n, choices.get(n), ranges, record or n in state_read) for n in order}
     for n, node in nodes.items():
         if node.choice is not None and node.choice.fused and node.choice.event_below > 0:
             nodes[graph.users(n)[0]].fuse(node, graph)
     total_t, total_b = data.shape[0], data.shape[1]
-    out = _allocate(graph, nodes, data, total_t, total_b, record, keep)
+    out = _allocate(graph, nodes, data, total_t, total_b, keep)
     bc = min(total_b, chunk or 256)
     per_row = _row_bytes(graph, nodes, data)
     tc = steps or max(1, min(total_t, CHUNK_BYTES // max(1, per_row * bc)))
@@ -535,8 +536,8 @@ def _simulate(
             )
         if show:
             _progress(b1, total_b)
-    output = out.values[graph.output_name]
     kept = {n: out.values[n] for n in keep}
+    output = output_value(graph, graph.outputs[0], out.spikes, out.states, kept)
     return Run(graph, output, out.spikes, out.states, out.saturations, kept)
 
 
@@ -567,7 +568,7 @@ def _value_dtype(
 
 
 def _allocate(
-    graph: Graph, nodes: dict[str, _Node], data: Array, steps: int, batch: int, record: bool, keep: set[str]
+    graph: Graph, nodes: dict[str, _Node], data: Array, steps: int, batch: int, keep: set[str]
 ) -> _Outputs:
     out = _Outputs({}, {}, {}, {})
     for n, node in nodes.items():
@@ -576,7 +577,7 @@ def _allocate(
             out.spikes[n] = np.empty(size, spike_dtype(node.kernel.op.graded))
             out.states[n] = (
                 {v: np.empty(size, state_dtype(getattr(node.op, v))) for v in node.kernel.names}
-                if record
+                if node.kernel.record
                 else {}
             )
             out.saturations[n] = 0

@@ -13,6 +13,7 @@ from torch import nn
 
 from snncompile.backends.image import MemoryImage, encode
 from snncompile.backends.intsim import CycleModel, CycleReport, simulate
+from snncompile.backends.intsim.kernels import spike_range
 from snncompile.errors import InputError, SnnCompileError
 from snncompile.frontend import TracedForward, trace_forward
 from snncompile.interpreters.common import Outputs, Run, as_input, kept_nodes
@@ -77,8 +78,15 @@ class Program:
         current calibration data) values on its input grid, see :meth:`quantize_input`."""
         op = self.graph.op(self.graph.input_name)
         assert isinstance(op, Input)
-        values = as_input(x, op.shape)
-        if self.input_max == 1 and not np.all((values == 0) | (values == 1)):
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        values = (
+            x
+            if isinstance(x, np.ndarray) and x.dtype in (np.float32, np.uint8, np.bool_)
+            else as_input(x, op.shape)
+        )
+        found = spike_range(values)  # one pass, no copy; the engine checks the shape and the grid
+        if self.input_max == 1 and (found is None or found[0] < 0 or found[1] > 1):
             raise InputError(
                 "this program was compiled for spike inputs (0/1); compile with calibration data holding "
                 "currents to run currents"

@@ -44,9 +44,9 @@ from snncompile.backends.intsim.kernels import (
     NeuronKernel,
     conv_geometry,
     im2col,
-    spike_bound,
     spike_codes,
     spike_dtype,
+    spike_range,
     state_dtype,
     synapse_rows,
 )
@@ -623,8 +623,8 @@ def _run_chunk(
     def checked(name: str) -> Array:
         """A value for a consumer that does not check events itself: raw float32 input validated."""
         if name == graph.input_name and raw_input[0]:
-            bound = spike_bound(values[name])
-            if bound is None or bound > 1:
+            found = spike_range(values[name])
+            if found is None or found[0] < -1 or found[1] > 1:
                 raise _Void
             raw_input[0] = False
         return values[name]

@@ -335,40 +335,45 @@ def _events(x: Any, syn: Any, syn_bias: Any, syn_ints: Any, out: Any, lo_b: int,
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
-def _codes(x: Any, out: Any, lo: int, hi: int, write: bool) -> tuple[int, int]:
+def _codes(x: Any, out: Any, lo: int, hi: int, write: bool) -> tuple[int, int, int]:
     """``out[lo:hi] = x[lo:hi]`` as int8 codes (when ``write``); returns (values that are not integers
-    in -128..127, largest |code|)."""
+    in -128..127, smallest code, largest code)."""
     bad = 0
-    peak = 0
+    smallest = 127
+    largest = -128
     for i in range(lo, hi):
         v = x[i]
         if v >= -128 and v <= 127 and v == np.floor(v):
             c = np.int8(v)
             if write:
                 out[i] = c
-            peak = max(peak, abs(int(c)))
+            smallest = min(smallest, int(c))
+            largest = max(largest, int(c))
         else:
             bad += 1
-    return bad, peak
+    return bad, smallest, largest
+
+
+def _scan(x: Array, out: Array, write: bool) -> tuple[int, int] | None:
+    flat = np.ascontiguousarray(x).reshape(-1)
+    parts = split(lambda lo, hi: _codes(flat, out, lo, hi, write), flat.shape[0])
+    if not parts or any(bad for bad, _, _ in parts):
+        return None
+    return min(p[1] for p in parts), max(p[2] for p in parts)
 
 
 def spike_codes(x: Array) -> tuple[Array, int] | None:
     """A float array of small integers (spikes) as int8 codes and the largest |code|, in one parallel
     pass without a float copy; None when some value is not an integer in -128..127 (or is NaN)."""
-    flat = np.ascontiguousarray(x).reshape(-1)
-    out = np.empty(flat.shape[0], np.int8)
-    parts = split(lambda lo, hi: _codes(flat, out, lo, hi, True), flat.shape[0])
-    if any(bad for bad, _ in parts):
-        return None
-    return out.reshape(x.shape), max(peak for _, peak in parts)
+    out = np.empty(x.shape, np.int8)
+    found = _scan(x, out.reshape(-1), True)
+    return None if found is None else (out, max(-found[0], found[1]))
 
 
-def spike_bound(x: Array) -> int | None:
-    """The largest |value| of a float array of small integers, or None as for :func:`spike_codes`."""
-    flat = np.ascontiguousarray(x).reshape(-1)
-    dummy = np.empty(0, np.int8)
-    parts = split(lambda lo, hi: _codes(flat, dummy, lo, hi, False), flat.shape[0])
-    return None if any(bad for bad, _ in parts) else max(peak for _, peak in parts)
+def spike_range(x: Array) -> tuple[int, int] | None:
+    """The smallest and largest value of an array of small integers (one parallel pass, no copy), or
+    None as for :func:`spike_codes`."""
+    return _scan(x, np.empty(0, np.int8), False)
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]

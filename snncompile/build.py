@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from snncompile._version import __version__
-from snncompile.backends.image import image_files, read_image
+from snncompile.backends.image import image_files, load_image
 from snncompile.compiler import Program
 from snncompile.errors import InputError
 from snncompile.ir import Graph, save_graph
@@ -176,10 +176,17 @@ def is_build(path: str | os.PathLike[str]) -> bool:
 
 
 def read_build(path: str | os.PathLike[str]) -> tuple[Graph, dict[str, Any]]:
-    """The program decoded from a build's image (node names from its manifest) and the build's report."""
-    graph = read_image(Path(path) / "image")
+    """The program decoded from a build's image (every word checked, node names from its manifest)
+    and the build's report, which must name the image's target."""
+    image = load_image(Path(path) / "image")
     try:
         report = json.loads((Path(path) / "report.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise InputError(f"build {str(path)!r}: cannot read report.json: {e}") from None
-    return graph, report
+    target = report.get("target") if isinstance(report, dict) else None
+    if target != image.manifest["target"]:
+        raise InputError(
+            f"build {str(path)!r}: report.json names target {target!r}, its image was built for "
+            f"{image.manifest['target']!r}"
+        )
+    return image.graph, report

@@ -23,6 +23,9 @@ Contract under test (issue 8):
   pinned.
 * CLI: ``compile`` writes the whole build atomically; ``simulate BUILD`` runs the decoded image and equals
   the QAT torch model.
+* Every word is checked on reading (issue 13): all four formats of a memory must hold the same words,
+  and the decoded program must encode back to every word; ``tests/test_tampering.py`` edits each
+  memory in each format and checks every command refuses the build.
 """
 
 from __future__ import annotations
@@ -243,16 +246,20 @@ def compile_qat(name: str, target: str | Target) -> tuple[snncompile.Program, nn
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def drop_bin(directory: Path) -> None:
-    """Edits manifest.json so that no memory names a .bin file: the reader must use the .mem files."""
+def rewrite_memory(directory: Path, name: str, words: np.ndarray) -> None:
+    """Replaces memory ``name``'s words in all four formats and updates their sha256 in the manifest
+    (a consistent edit: only the decoder and the re-encoding check can catch it)."""
     path = directory / "manifest.json"
     manifest = json.loads(path.read_text())
-    for entry in manifest["memories"]:
-        del entry["files"]["bin"]
-        del entry["sha256"]["bin"]
-    path.write_text(json.dumps(manifest, indent=1))
-    for m in MEMORIES:
-        (directory / f"{m}.bin").unlink()
+    entry = memory_entry(manifest, name)
+    fields = tuple(Field(f["name"], f["lsb"], f["width"], f["signed"]) for f in entry["fields"])
+    m = MemoryImage(name, entry["width"], np.asarray(words, np.uint64), fields, entry["source"])
+    entry["depth"] = m.depth
+    for ext in FORMATS:
+        blob = m.render(ext)
+        (directory / f"{name}.{ext}").write_bytes(blob)
+        entry["sha256"][ext] = hashlib.sha256(blob).hexdigest()
+    path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 def assert_same_run(want: snncompile.Run, got: snncompile.Run, what: str) -> None:
@@ -270,7 +277,8 @@ def assert_same_run(want: snncompile.Run, got: snncompile.Run, what: str) -> Non
 
 
 def assert_round_trip(prog: snncompile.Program, x: np.ndarray, directory: Path, what: str) -> Graph:
-    """write_image -> read_image (from .bin, then from .mem only) equals the program, bit for bit."""
+    """write_image -> read_image equals the program, bit for bit, and every format of every memory
+    holds the program's words."""
     directory.mkdir(parents=True, exist_ok=True)
     write_image(prog.graph, prog.target, directory)
     decoded = read_image(directory)
@@ -286,10 +294,11 @@ def assert_round_trip(prog: snncompile.Program, x: np.ndarray, directory: Path, 
         )
         == prog.graph
     )
-    drop_bin(directory)
-    from_mem = read_image(directory)
-    assert from_mem == prog.graph, f"{what}: graph decoded from .mem differs"
-    assert_same_run(sim.run, run_integer(from_mem, x), f"{what} (.mem)")
+    for name, m in prog.memories.items():
+        for ext in FORMATS:
+            data = (directory / f"{name}.{ext}").read_bytes()
+            parsed = MemoryImage.parse(ext, name, m.width, m.depth, data, m.fields, m.source)
+            assert np.array_equal(parsed.words, m.words), f"{what}: {name}.{ext} holds other words"
     return decoded
 
 
@@ -814,7 +823,7 @@ def test_fuzz_flipped_bytes(base: str, memory: str, flips: list[tuple[int, int]]
     cut=st.one_of(st.none(), st.integers(0, 1 << 16)),
     extra=st.binary(min_size=0, max_size=16),
     fix=st.booleans(),
-    use_mem=st.booleans(),
+    ext=st.sampled_from(FORMATS),
 )
 def test_fuzz_truncated_and_padded_files(
     base: str,
@@ -822,14 +831,12 @@ def test_fuzz_truncated_and_padded_files(
     cut: int | None,
     extra: bytes,
     fix: bool,
-    use_mem: bool,
+    ext: str,
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = materialize(base_image(base), Path(tmp))
-        if use_mem:
-            drop_bin(d)
-            if filename.endswith(".bin"):
-                filename = filename[:-4] + ".mem"
+        if filename.endswith(".bin"):
+            filename = filename[:-3] + ext
         data = (d / filename).read_bytes()
         data = (data[: cut % (len(data) + 1)] if cut is not None else data) + extra
         (d / filename).write_bytes(data)
@@ -936,15 +943,14 @@ RECORD_VALUES = st.one_of(
     ),
 )
 def test_fuzz_corrupted_layer_table(base: str, writes: list[tuple[int, str | int, int]]) -> None:
-    """Random int32 values in random record slots, with layers.bin's sha256 updated so that the decoder
-    really sees them."""
+    """Random int32 values in random record slots, written in every format with the sha256 updated so
+    that the decoder really sees them."""
     with tempfile.TemporaryDirectory() as tmp:
         d = materialize(base_image(base), Path(tmp))
         words = np.frombuffer((d / "layers.bin").read_bytes(), "<i4").copy().reshape(-1, RECORD)
         for rec, where, value in writes:
             words[rec % len(words), RECORD_FIELDS.index(where) if isinstance(where, str) else where] = value
-        (d / "layers.bin").write_bytes(words.astype("<i4").tobytes())
-        fix_sha(d, "layers.bin")
+        rewrite_memory(d, "layers", words.ravel().astype("<u4"))
         assert_clean(d)
 
 
@@ -972,8 +978,7 @@ def memory_entry(manifest: dict[str, Any], name: str) -> dict[str, Any]:
 def write_records(d: Path, fn: Callable[[np.ndarray], None]) -> None:
     words = np.frombuffer((d / "layers.bin").read_bytes(), "<i4").copy().reshape(-1, RECORD)
     fn(words)
-    (d / "layers.bin").write_bytes(words.astype("<i4").tobytes())
-    fix_sha(d, "layers.bin")
+    rewrite_memory(d, "layers", words.ravel().astype("<u4"))
 
 
 def slot(name: str) -> int:
@@ -1004,7 +1009,10 @@ def test_bad_checksum_is_refused(tiny_dir: Path) -> None:
     (tiny_dir / "synapse.bin").write_bytes(bytes(data))
     with pytest.raises(ImageError) as e:
         read_image(tiny_dir)
-    assert str(e.value) == "memory 'synapse': synapse.bin does not match its sha256 (corrupt or edited)"
+    assert str(e.value) == (
+        "memory 'synapse': synapse.bin does not match its sha256 (corrupt or edited): "
+        "word 2 is 0xff in synapse.bin but 0xfe in synapse.mem"
+    )
 
 
 def test_truncated_memory_is_refused(tiny_dir: Path) -> None:
@@ -1018,7 +1026,6 @@ def test_truncated_memory_is_refused(tiny_dir: Path) -> None:
 
 
 def test_truncated_mem_file_is_refused(tiny_dir: Path) -> None:
-    drop_bin(tiny_dir)
     lines = (tiny_dir / "neuron.mem").read_text().splitlines()
     (tiny_dir / "neuron.mem").write_text("\n".join(lines[:-1]) + "\n")
     fix_sha(tiny_dir, "neuron.mem")
@@ -1028,7 +1035,6 @@ def test_truncated_mem_file_is_refused(tiny_dir: Path) -> None:
 
 
 def test_mem_word_out_of_range_is_refused(tiny_dir: Path) -> None:
-    drop_bin(tiny_dir)
     (tiny_dir / "synapse.mem").write_text("01\n7f\n1fe\n81\n03\n00\n")
     fix_sha(tiny_dir, "synapse.mem")
     with pytest.raises(ImageError, match=r"^memory 'synapse': a .mem word is wider than 8 bits$"):
@@ -1115,10 +1121,16 @@ def test_huge_depth_or_shapes_are_refused_without_allocating(tmp_path: Path) -> 
     d = materialize(files, tmp_path / "bin")
     edit_manifest(d, lambda m: memory_entry(m, "synapse").__setitem__("depth", 1 << 31))
     assert assert_clean(d) is None
-    d = materialize(files, tmp_path / "mem")
-    drop_bin(d)  # the .mem path must not trust the depth either
-    edit_manifest(d, lambda m: memory_entry(m, "synapse").__setitem__("depth", 1 << 31))
-    assert assert_clean(d) is None
+    fields = (Field("weight", 0, 8, True),)
+    for ext, message in (  # the text readers must not trust the depth either
+        ("mem", "the .mem file has 6 words, the manifest says 2147483648"),
+        ("coe", "the .coe file has 6 words, the manifest says 2147483648"),
+        ("mif", r"the .mif header or end is not \['WIDTH=8;', 'DEPTH=2147483648;'"),
+    ):
+        start = time.perf_counter()
+        with pytest.raises(ImageError, match=message):
+            MemoryImage.parse(ext, "synapse", 8, 1 << 31, files[f"synapse.{ext}"], fields, "synapse weights")
+        assert time.perf_counter() - start < 1
 
     def huge_input(w: np.ndarray) -> None:
         w[0, slot("ndim")], w[0, slot("d0")], w[0, slot("d1")] = 2, 1 << 24, 1 << 24
@@ -1360,7 +1372,9 @@ def test_cli_simulate_build_equals_the_qat_model(cli_files: dict[str, Path], tmp
     blob[0] ^= 0x10
     (build / "image" / "synapse.bin").write_bytes(bytes(blob))
     line = error_line(invoke("simulate", build, "--input", cli_files["x"], "-o", tmp_path / "z.npz"))
-    assert line == "Error: memory 'synapse': synapse.bin does not match its sha256 (corrupt or edited)"
+    assert line.startswith(
+        "Error: memory 'synapse': synapse.bin does not match its sha256 (corrupt or edited): word 0 is 0x"
+    )
     assert not (tmp_path / "z.npz").exists()
 
 

@@ -4,26 +4,44 @@ The manifest records, per memory, its width, depth, base address (byte address i
 4 KiB aligned), field packing, signedness, source and the sha256 of each file, plus the image format
 version, the compiler version, the target and the node names. Output is deterministic: the same graph
 and target give byte-identical files.
+
+Reading (:func:`load_image`) checks every word of every file, in this order, and refuses the first
+mismatch with one line naming the memory (or file), the word and both values:
+
+1. each memory's ``.bin`` matches its sha256 and decodes to words; each of its ``.mem``, ``.coe`` and
+   ``.mif`` files matches its sha256 and holds the very same words, written the same way;
+2. the words decode to a valid program (:func:`~snncompile.backends.image.layout.decode`);
+3. encoding that program again gives back every word of every memory
+   (:func:`~snncompile.backends.image.layout.check_words`: unused record fields, the zero initial
+   state, the unrolled conv rows re-derived from the decoded kernel);
+4. ``image.h`` and ``manifest.json`` are what the writer makes of those words (the manifest's
+   compiler string aside).
+
+So a program read from an image is the image: every consumer (the simulator, the RTL driver, which
+writes its ``.mem`` files from the verified words) runs exactly what was checked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from snncompile.backends.image.layout import (
     LOGICAL,
     NEURON_FIELDS,
     RECORD,
     RECORD_FIELDS,
     VERSION,
+    check_words,
     decode,
     encode,
 )
-from snncompile.backends.image.memory import Field, ImageError, MemoryImage
+from snncompile.backends.image.memory import FORMATS, Field, ImageError, MemoryImage
 
 from snncompile._version import __version__
 from snncompile.errors import SnnCompileError
@@ -32,17 +50,16 @@ from snncompile.loading import write_atomic
 from snncompile.targets import Target
 
 FORMAT = "snncompile.image"
-FORMATS = ("mem", "coe", "mif", "bin")
 _ALIGN = 4096
 
 
-def _header(memories: dict[str, MemoryImage], target: Target) -> str:
+def _header(memories: dict[str, MemoryImage], target: str) -> str:
     lines = [
         "/* snncompile weight-memory image — generated, do not edit. */",
         "#ifndef SNNCOMPILE_IMAGE_H",
         "#define SNNCOMPILE_IMAGE_H",
         "#include <stdint.h>",
-        f"#define SNN_TARGET {json.dumps(target.name, ensure_ascii=True)}",
+        f"#define SNN_TARGET {json.dumps(target, ensure_ascii=True)}",
         f"#define SNN_IMAGE_VERSION {VERSION}",
         f"#define SNN_LAYER_RECORD_WORDS {RECORD}",
     ]
@@ -64,11 +81,15 @@ def image_files(
     """Every file of the image directory, by name (nothing written yet); ``memories`` defaults to
     ``encode(graph, target)``."""
     memories = encode(graph, target) if memories is None else memories
+    return _files(graph, target.name, memories, f"snncompile {__version__}")
+
+
+def _files(graph: Graph, target: str, memories: dict[str, MemoryImage], compiler: str) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     entries: list[dict[str, Any]] = []
     address = 0
     for name, m in memories.items():
-        blobs = {"mem": m.to_mem(), "coe": m.to_coe(), "mif": m.to_mif(), "bin": m.to_bin()}
+        blobs = {ext: m.render(ext) for ext in FORMATS}
         for ext, blob in blobs.items():
             files[f"{name}.{ext}"] = blob
         entries.append(
@@ -92,8 +113,8 @@ def image_files(
     manifest = {
         "format": FORMAT,
         "version": VERSION,
-        "compiler": f"snncompile {__version__}",
-        "target": target.name,
+        "compiler": compiler,
+        "target": target,
         "layer_record": {"words": RECORD, "fields": list(RECORD_FIELDS)},
         "nodes": [{"name": n, "source": graph.source(n)} for n in graph.topo_order()],
         "memories": entries,
@@ -152,8 +173,36 @@ def _memory(directory: Path, entry: Any) -> MemoryImage:
     _expect(
         isinstance(files, dict) and isinstance(sums, dict), f"manifest: memory {name!r} has no file table"
     )
-    ext = "bin" if "bin" in files else "mem"
-    _expect(ext in files and ext in sums, f"manifest: memory {name!r} names neither a .bin nor a .mem file")
+    source = entry.get("source", "")
+    _expect(isinstance(source, str), f"manifest: memory {name!r} source {source!r} is not a string")
+    blobs = {ext: _read_file(directory, name, ext, files, sums) for ext in FORMATS}
+    intact = [ext for ext in FORMATS if hashlib.sha256(blobs[ext]).hexdigest() == sums[ext]]
+    ref = intact[0] if intact else FORMATS[0]  # .bin unless it was edited: the others are checked against it
+    image = MemoryImage.parse(ref, name, width, depth, blobs[ref], fields, source) if intact else None
+    for ext in FORMATS:
+        if ext not in intact:
+            where = ""
+            if image is not None:
+                try:
+                    edited = MemoryImage.parse(ext, name, width, depth, blobs[ext], fields, source)
+                    where = f": {_word_difference(image, edited, ref, ext) or 'same words, other text'}"
+                except ImageError as e:
+                    where = f": {str(e).removeprefix(f'memory {name!r}: ')}"
+            raise ImageError(
+                f"memory {name!r}: {files[ext]} does not match its sha256 (corrupt or edited){where}"
+            )
+        if image is not None and blobs[ext] != image.render(ext):
+            edited = MemoryImage.parse(ext, name, width, depth, blobs[ext], fields, source)
+            difference = _word_difference(image, edited, ref, ext)
+            _expect(difference is None, f"memory {name!r} {difference} (its formats disagree)")
+            _first_line_difference(f"{name}.{ext}", blobs[ext], image.render(ext), "the text of its words")
+    assert image is not None
+    return image
+
+
+def _read_file(directory: Path, name: str, ext: str, files: dict[str, Any], sums: dict[str, Any]) -> bytes:
+    """The bytes of memory ``name``'s ``.ext`` file, which the manifest must list with a sha256."""
+    _expect(ext in files and ext in sums, f"manifest: memory {name!r} lists no .{ext} file and sha256")
     filename = files[ext]
     plain = isinstance(filename, str) and not set(filename) & {"/", "\\", "\x00"}
     _expect(
@@ -165,21 +214,69 @@ def _memory(directory: Path, entry: Any) -> MemoryImage:
         data = path.read_bytes()
     except OSError as e:
         raise ImageError(f"memory {name!r}: cannot read {str(path)!r}: {e.strerror}") from None
-    _expect(
-        hashlib.sha256(data).hexdigest() == sums[ext],
-        f"memory {name!r}: {filename} does not match its sha256 (corrupt or edited)",
+    return data
+
+
+def _word_difference(ref: MemoryImage, other: MemoryImage, ref_ext: str, ext: str) -> str | None:
+    """``word N is X in name.ext but Y in name.ref_ext`` for the first word that differs, else None."""
+    differs = np.flatnonzero(other.words != ref.words)
+    if not differs.size:
+        return None
+    w, digits, name = int(differs[0]), (ref.width + 3) // 4, ref.name
+    return (
+        f"word {w} is 0x{int(other.words[w]):0{digits}x} in {name}.{ext} but "
+        f"0x{int(ref.words[w]):0{digits}x} in {name}.{ref_ext}"
     )
-    if ext == "bin":
-        return MemoryImage.from_bin(name, width, depth, data, fields, entry.get("source", ""))
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError:
-        raise ImageError(f"memory {name!r}: {filename} is not ASCII text") from None
-    return MemoryImage.from_mem(name, width, depth, text, fields, entry.get("source", ""))
+
+
+def _first_line_difference(filename: str, got: bytes, want: bytes, what: str) -> None:
+    got_lines, want_lines = got.split(b"\n"), want.split(b"\n")
+    line = next(
+        (i for i, (a, b) in enumerate(zip(got_lines, want_lines, strict=False)) if a != b),
+        min(len(got_lines), len(want_lines)),
+    )
+    found = got_lines[line] if line < len(got_lines) else b"(end of file)"
+    expected = want_lines[line] if line < len(want_lines) else b"(end of file)"
+    raise ImageError(f"{filename} line {line + 1} is {found[:80]!r}, {what} give {expected[:80]!r} (edited)")
+
+
+def _diff(got: Any, want: Any, path: str) -> str | None:
+    """The first place where two JSON values differ, as ``path: got ... expected ...``."""
+    if isinstance(got, dict) and isinstance(want, dict):
+        for key in sorted(set(got) | set(want)):
+            if key not in got or key not in want:
+                return f"{path}[{key!r}] is {'missing' if key not in got else 'not expected'}"
+            found = _diff(got[key], want[key], f"{path}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(got, list) and isinstance(want, list) and len(got) == len(want):
+        return next(
+            (d for i, (a, b) in enumerate(zip(got, want, strict=True)) if (d := _diff(a, b, f"{path}[{i}]"))),
+            None,
+        )
+    return (
+        None if got == want and type(got) is type(want) else f"{path} is {got!r:.80}, expected {want!r:.80}"
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Image:
+    """A verified image: its program, its memories (every word checked) and its manifest."""
+
+    graph: Graph
+    memories: dict[str, MemoryImage]
+    manifest: dict[str, Any]
 
 
 def read_image(directory: str | os.PathLike[str]) -> Graph:
     """The fixed-point graph of an image directory; any malformed input is an :class:`ImageError`."""
+    return load_image(directory).graph
+
+
+def load_image(directory: str | os.PathLike[str]) -> Image:
+    """The verified image in ``directory`` (every word checked, see the module doc); any malformed
+    or edited input is an :class:`ImageError`."""
     root = Path(directory)
     try:
         manifest = json.loads((root / "manifest.json").read_text())
@@ -214,4 +311,19 @@ def read_image(directory: str | os.PathLike[str]) -> Graph:
         raise
     except SnnCompileError as e:
         raise ImageError(f"the image does not describe a valid network: {e}") from None
-    return graph
+    check_words(memories, graph)
+    target, compiler = manifest.get("target"), manifest.get("compiler")
+    _expect(
+        isinstance(target, str) and isinstance(compiler, str),
+        "manifest: 'target' and 'compiler' must be strings",
+    )
+    want = _files(graph, target, memories, compiler)
+    try:
+        header = (root / "image.h").read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read {str(root / 'image.h')!r}: {e.strerror}") from None
+    if header != want["image.h"]:
+        _first_line_difference("image.h", header, want["image.h"], "the verified memories")
+    difference = _diff(manifest, json.loads(want["manifest.json"]), "manifest.json")
+    _expect(difference is None, f"{difference} (the verified memories and node names give that)")
+    return Image(graph, memories, manifest)

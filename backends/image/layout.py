@@ -18,6 +18,12 @@ Memories (image format version 1):
 
 Per-neuron parameters are stored broadcast to every neuron; the record keeps each parameter's own
 shape, so decoding gives back the very arrays that were encoded.
+
+Every word is checked when an image is read: :func:`check_words` encodes the decoded program again
+(with the widths and conv storage the image itself declares) and compares the result word for word
+with what was read, so a word the decoder skips or reads past (an unused record field, a
+structurally-zero word of an unrolled conv, a non-zero initial state, a stray word after the last
+array) is refused, naming the memory, the word, its owner and both values.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ import numpy as np
 from snncompile.backends.image.memory import Field, ImageError, MemoryImage
 from snncompile.quant.fixed import ROUNDINGS
 
-from snncompile.interpreters.integer import conv2d_int
 from snncompile.ir import (
     QLIF,
     AvgPool2d,
@@ -86,23 +91,51 @@ NEURON_FIELDS = (Field("threshold", 0, 32, True), Field("beta", 32, 16, False), 
 LOGICAL = ("layers", "synapse", "bias", "neuron", "state")
 
 
-class _Builder:
-    """Accumulates the memories while the layer records are written."""
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What of a target shapes the words: the synapse and state word widths, and whether conv layers
+    are stored unrolled into dense rows (targets without a conv engine) or as kernels."""
 
-    def __init__(self, graph: Graph, target: Target) -> None:
-        self.graph, self.target = graph, target
+    weight_bits: int
+    state_bits: int
+    conv_unrolled: bool
+
+    @classmethod
+    def of(cls, target: Target) -> Layout:
+        return cls(target.weight_bits, target.state.width, not target.limits.conv_engine)
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """Words ``[base, base + count)`` of ``memory`` hold ``what`` of layer ``layer``."""
+
+    memory: str
+    base: int
+    count: int
+    layer: str
+    what: str
+
+
+class _Builder:
+    """Accumulates the memories while the layer records are written, and who owns which words."""
+
+    def __init__(self, graph: Graph, layout: Layout) -> None:
+        self.graph, self.layout = graph, layout
         self.shapes = graph.shapes()
         self.synapse: list[np.ndarray] = []
         self.bias: list[np.ndarray] = []
         self.neuron: dict[str, list[np.ndarray]] = {f.name: [] for f in NEURON_FIELDS}
         self.state: list[np.ndarray] = []
         self.sizes = {"synapse": 0, "bias": 0, "neuron": 0, "state": 0}
+        self.spans: list[Span] = []
+        self.layer = ""
 
-    def put(self, memory: str, values: np.ndarray) -> tuple[int, int]:
+    def put(self, memory: str, values: np.ndarray, what: str) -> tuple[int, int]:
         flat = np.asarray(values, dtype=np.int64).ravel()
         base = self.sizes[memory]
         getattr(self, memory).append(flat)
         self.sizes[memory] += flat.size
+        self.spans.append(Span(memory, base, int(flat.size), self.layer, what))
         return base, int(flat.size)
 
 
@@ -114,12 +147,41 @@ def _shape_fields(rec: dict[str, int], prefix: str, shape: tuple[int, ...]) -> N
         rec[f"{prefix}_s{i}"] = int(d)
 
 
+def _taps(size: int, out: int, kernel: int, stride: int, pad: int, dil: int) -> tuple[np.ndarray, ...]:
+    """Along one axis, every (tap k, output o, input i = o*stride - pad + k*dil) with i in the input
+    (at most one tap per (o, i) as dil >= 1, so there are at most ``out * size`` of them)."""
+    ks, os_ = [], []
+    for k in range(kernel):
+        first = max(0, -(-(pad - k * dil) // stride))
+        last = min(out - 1, (size - 1 + pad - k * dil) // stride)
+        if first <= last:
+            os_.append(np.arange(first, last + 1))
+            ks.append(np.full(last + 1 - first, k))
+    k_all = np.concatenate(ks) if ks else np.zeros(0, np.int64)
+    o_all = np.concatenate(os_) if os_ else np.zeros(0, np.int64)
+    return k_all, o_all, o_all * stride - pad + k_all * dil
+
+
 def unroll_conv(op: QConv2d, in_shape: tuple[int, ...]) -> np.ndarray:
-    """The conv as a dense (in_features, out_features) matrix: row i = the output of a unit input i."""
-    n_in = math.prod(in_shape)
-    eye = np.eye(n_in, dtype=np.int64).reshape(n_in, *in_shape)
-    out = conv2d_int(eye, op.weight, None, op.stride, op.padding, op.dilation, op.groups)
-    return out.reshape(n_in, -1)
+    """The conv as a dense (in_features, out_features) matrix: row i = the output of a unit input i,
+    ``dense[(c, iy, ix), (o, y, x)] = sum of W[o, c - g*cin/groups, ky, kx]`` over the taps with
+    ``iy = y*sh - ph + ky*dh``, ``ix = x*sw - pw + kx*dw`` (``g`` = o's group); built by scattering
+    the kernel, so it costs O(its entries), not a convolution of the identity."""
+    cin, h, w = in_shape
+    cout, cg, kh, kw = op.weight.shape
+    og = cout // op.groups
+    (sh, sw), (ph, pw), (dh, dw) = op.stride, op.padding, op.dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    ky, y, iy = _taps(h, oh, kh, sh, ph, dh)
+    kx, x, ix = _taps(w, ow, kw, sw, pw, dw)
+    o, c = (a.ravel() for a in np.meshgrid(np.arange(cout), np.arange(cg), indexing="ij"))
+    rows = (((o // og) * cg + c)[:, None, None] * h + iy[None, :, None]) * w + ix[None, None, :]
+    cols = ((o[:, None, None] * oh + y[None, :, None]) * ow) + x[None, None, :]
+    values = op.weight[o[:, None, None], c[:, None, None], ky[None, :, None], kx[None, None, :]]
+    dense = np.zeros((cin * h * w, cout * oh * ow), np.int64)
+    np.add.at(dense, (rows.ravel(), cols.ravel()), values.ravel())
+    return dense
 
 
 def _recurrence(b: _Builder, rec: dict[str, int], r: Recurrence | None) -> None:
@@ -127,16 +189,16 @@ def _recurrence(b: _Builder, rec: dict[str, int], r: Recurrence | None) -> None:
         return
     rec["rec_kind"] = _REC_KINDS[type(r)]
     if isinstance(r, OneToOneRecurrence):
-        rec["rec_base"], rec["rec_count"] = b.put("synapse", r.weight)
+        rec["rec_base"], rec["rec_count"] = b.put("synapse", r.weight, "one-to-one recurrent weights")
         _shape_fields(rec, "v", tuple(r.weight.shape))
         return
     weight = r.weight.T if isinstance(r, DenseRecurrence) else r.weight
-    rec["rec_base"], rec["rec_count"] = b.put("synapse", weight)
+    rec["rec_base"], rec["rec_count"] = b.put("synapse", weight, "recurrent weights")
     rec["rec_o"], rec["rec_i"] = int(r.weight.shape[0]), int(r.weight.shape[1])
     if isinstance(r, ConvRecurrence):
         rec["rec_kh"], rec["rec_kw"] = int(r.weight.shape[2]), int(r.weight.shape[3])
         rec["rec_ph"], rec["rec_pw"] = r.padding
-    rec["rec_bias_base"] = b.put("bias", r.bias)[0] if r.bias is not None else -1
+    rec["rec_bias_base"] = b.put("bias", r.bias, "recurrent bias")[0] if r.bias is not None else -1
 
 
 def _neuron(b: _Builder, rec: dict[str, int], node: str, op: QLIF | QCubaLIF) -> None:
@@ -147,15 +209,16 @@ def _neuron(b: _Builder, rec: dict[str, int], node: str, op: QLIF | QCubaLIF) ->
     for name, value in (("threshold", op.threshold), ("beta", op.beta), ("alpha", alpha)):
         b.neuron[name].append(np.broadcast_to(value, shape).ravel())
         _shape_fields(rec, name, tuple(value.shape))
+    b.spans.append(Span("neuron", b.sizes["neuron"], n, b.layer, "neuron parameters"))
     b.sizes["neuron"] += n
     states = 2 if isinstance(op, QCubaLIF) else 1
-    rec["state_base"] = b.put("state", np.zeros(n * states, np.int64))[0]
+    rec["state_base"] = b.put("state", np.zeros(n * states, np.int64), "initial state (all 0)")[0]
     rec["decay_frac"], rec["in_frac"] = op.decay_frac, op.in_frac
     rec["mem_frac"], rec["mem_lo"], rec["mem_hi"] = op.mem.frac, op.mem.lo, op.mem.hi
     rec["mem_round"] = ROUNDINGS.index(op.mem.rounding)
     rec["reset"], rec["reset_delay"] = RESETS.index(op.reset), int(op.reset_delay)
     rec["graded_frac"] = op.graded_frac
-    rec["graded_base"] = b.put("bias", op.graded)[0]
+    rec["graded_base"] = b.put("bias", op.graded, "graded spike codes")[0]
     _shape_fields(rec, "graded", tuple(op.graded.shape))
     rec["rec_frac"] = op.rec_frac
     rec["rec_bias_base"] = rec["lif_bias_base"] = -1
@@ -167,7 +230,7 @@ def _neuron(b: _Builder, rec: dict[str, int], node: str, op: QLIF | QCubaLIF) ->
         return
     rec["zero_mode"] = ZERO_MODES.index(op.zero_mode)
     if op.bias is not None:
-        rec["lif_bias_base"] = b.put("bias", op.bias)[0]
+        rec["lif_bias_base"] = b.put("bias", op.bias, "neuron bias")[0]
         _shape_fields(rec, "lif_bias", tuple(op.bias.shape))
     if op.floor is not None:
         rec["floor_present"], rec["floor"] = 1, op.floor
@@ -179,13 +242,19 @@ def _pairs(rec: dict[str, int], keys: tuple[str, str], values: tuple[int, int]) 
 
 def encode(graph: Graph, target: Target) -> dict[str, MemoryImage]:
     """The memories of ``graph`` on ``target`` (the graph must be fixed-point and verified)."""
+    return _encode(graph, Layout.of(target))[0]
+
+
+def _encode(graph: Graph, layout: Layout) -> tuple[dict[str, MemoryImage], list[Span]]:
+    """The memories of ``graph`` laid out by ``layout``, and the owner of every word."""
     graph.verify()
-    b = _Builder(graph, target)
+    b = _Builder(graph, layout)
     order = graph.topo_order()
     index = {n: i for i, n in enumerate(order)}
     records = np.zeros((len(order), RECORD), np.int64)
     for i, node in enumerate(order):
         op = graph.op(node)
+        b.layer = f"layer {i} ({node})"
         if type(op) not in OPCODES:
             raise ImageError(
                 f"node {node!r}: {op.kind} cannot be written to an image (quantize the graph first)"
@@ -207,22 +276,21 @@ def encode(graph: Graph, target: Target) -> dict[str, MemoryImage]:
             rec["out_state"] = OUTPUT_STATES.index(op.state)
         elif isinstance(op, QLinear):
             rec["weight_frac"] = op.weight_frac
-            rec["syn_base"], rec["syn_count"] = b.put("synapse", stored_codes(op).T)
-            rec["bias_base"] = b.put("bias", op.bias)[0] if op.bias is not None else -1
-            rec["shift_base"] = b.put("bias", op.channel_shift)[0] if op.channel_shift is not None else -1
+            rec["syn_base"], rec["syn_count"] = b.put("synapse", stored_codes(op).T, "weight rows")
+            _synapse_extras(b, rec, op)
         elif isinstance(op, QConv2d):
             rec["weight_frac"], rec["groups"] = op.weight_frac, op.groups
             rec["kh"], rec["kw"] = int(op.weight.shape[2]), int(op.weight.shape[3])
             _pairs(rec, ("sh", "sw"), op.stride)
             _pairs(rec, ("ph", "pw"), op.padding)
             _pairs(rec, ("dh", "dw"), op.dilation)
-            unrolled = not target.limits.conv_engine
+            unrolled = layout.conv_unrolled
             rec["conv_unrolled"] = int(unrolled)
             codes = dataclasses.replace(op, weight=stored_codes(op), channel_shift=None)
             weights = unroll_conv(codes, in_shape) if unrolled else codes.weight
-            rec["syn_base"], rec["syn_count"] = b.put("synapse", weights)
-            rec["bias_base"] = b.put("bias", op.bias)[0] if op.bias is not None else -1
-            rec["shift_base"] = b.put("bias", op.channel_shift)[0] if op.channel_shift is not None else -1
+            what = "unrolled conv rows (re-derived from the kernel)" if unrolled else "conv kernel"
+            rec["syn_base"], rec["syn_count"] = b.put("synapse", weights, what)
+            _synapse_extras(b, rec, op)
         elif isinstance(op, AvgPool2d | MaxPool2d | SumPool2d):
             _pairs(rec, ("kh", "kw"), op.kernel)
             _pairs(rec, ("sh", "sw"), op.stride)
@@ -240,13 +308,16 @@ def encode(graph: Graph, target: Target) -> dict[str, MemoryImage]:
             _neuron(b, rec, node, op)
         for k, v in rec.items():
             records[i, RECORD_FIELDS.index(k)] = v
-    w = target.weight_bits
+    w = layout.weight_bits
     concat = {
         m: (np.concatenate(getattr(b, m)) if getattr(b, m) else np.zeros(0, np.int64))
         for m in ("synapse", "bias", "state")
     }
     neuron_values = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)) for k, v in b.neuron.items()}
-    return {
+    b.spans += [
+        Span("layers", i * RECORD, RECORD, f"layer {i} ({n})", "layer record") for i, n in enumerate(order)
+    ]
+    memories = {
         "layers": MemoryImage.pack(
             "layers", (Field("word", 0, 32, True),), {"word": records.ravel()}, "layer table"
         ),
@@ -259,11 +330,65 @@ def encode(graph: Graph, target: Target) -> dict[str, MemoryImage]:
         "neuron": MemoryImage.pack("neuron", NEURON_FIELDS, neuron_values, "neuron parameters"),
         "state": MemoryImage.pack(
             "state",
-            (Field("value", 0, target.state.width, True),),
+            (Field("value", 0, layout.state_bits, True),),
             {"value": concat["state"]},
             "initial state",
         ),
     }
+    return memories, b.spans
+
+
+def _synapse_extras(b: _Builder, rec: dict[str, int], op: QLinear | QConv2d) -> None:
+    rec["bias_base"] = b.put("bias", op.bias, "bias")[0] if op.bias is not None else -1
+    shift = op.channel_shift
+    rec["shift_base"] = b.put("bias", shift, "channel shifts")[0] if shift is not None else -1
+
+
+def _hex(word: int, width: int) -> str:
+    return f"0x{word:0{(width + 3) // 4}x}"
+
+
+def check_words(memories: dict[str, MemoryImage], graph: Graph) -> None:
+    """Refuses (:class:`ImageError`) memories that are not word for word the encoding of ``graph``,
+    the program decoded from them, laid out as the memories themselves say (their synapse and state
+    widths, and the conv records' ``conv_unrolled``)."""
+    records = memories["layers"].unpack("word").reshape(-1, RECORD)
+    shapes = graph.shapes()
+    for i, node in enumerate(graph.topo_order()):  # before encoding: the record shapes bound its work
+        args = graph.args(node)
+        for prefix, count, shape in (
+            ("d", "ndim", shapes[node]),
+            ("in", "in_ndim", shapes[args[0]] if args else shapes[node]),
+        ):
+            recorded = _dims(records[i], prefix, count, f"layer {i} ({node})")
+            if recorded != shape:
+                raise ImageError(
+                    f"layer {i} ({node}): the record's {'input ' if prefix == 'in' else ''}shape {recorded} is not "
+                    f"the {shape} its program computes"
+                )
+    convs = records[records[:, RECORD_FIELDS.index("opcode")] == OPCODES[QConv2d]]
+    unrolled = bool(convs[0, RECORD_FIELDS.index("conv_unrolled")]) if len(convs) else False
+    layout = Layout(memories["synapse"].width, memories["state"].width, unrolled)
+    expected, spans = _encode(graph, layout)
+    for name in LOGICAL:
+        got, want = memories[name], expected[name]
+        if got.depth != want.depth:
+            raise ImageError(
+                f"memory {name!r} has {got.depth} words; the program it decodes to has {want.depth} "
+                f"(words from {min(got.depth, want.depth)} on belong to no layer)"
+            )
+        differs = np.flatnonzero(got.words != want.words)
+        if differs.size:
+            word = int(differs[0])
+            owner = next(s for s in spans if s.memory == name and s.base <= word < s.base + s.count)
+            where = f"{owner.layer} {owner.what}"
+            if name == "layers":
+                k = word % RECORD
+                where += f", field {RECORD_FIELDS[k] if k < len(RECORD_FIELDS) else f'{k} (unused)'}"
+            raise ImageError(
+                f"memory {name!r} word {word} ({where}) is {_hex(int(got.words[word]), got.width)}; the "
+                f"program it decodes to has {_hex(int(want.words[word]), want.width)} there"
+            )
 
 
 # ------------------------------------------------------------------------------------------ decode
@@ -416,7 +541,8 @@ def _decode_neuron(r: _Reader, rec: np.ndarray, shape: tuple[int, ...], where: s
 def _extract_kernel(
     dense: np.ndarray, in_shape: tuple[int, ...], out_shape: tuple[int, ...], rec: np.ndarray
 ) -> np.ndarray:
-    """The conv kernel read back from its unrolled rows (a tap that never meets the input reads 0)."""
+    """The conv kernel read back from its unrolled rows at one output position per tap (a tap that
+    never meets the input reads 0); :func:`check_words` then re-derives every row from it."""
     cin, h, w = in_shape
     cout, oh, ow = out_shape
     groups, kh, kw = _field(rec, "groups"), _field(rec, "kh"), _field(rec, "kw")

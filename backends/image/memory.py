@@ -10,6 +10,8 @@ codes in a uint64 array, with the packing of its fields. It is written as:
 * a C array in the image's header file.
 
 Every text format is produced by vectorised digit extraction, so a 10 M-word memory writes in seconds.
+Each format also has a reader (:meth:`MemoryImage.parse`), so that every file of a memory can be
+checked to hold the very words of the others.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import dataclasses
 import numpy as np
 
 from snncompile.errors import SnnCompileError
+
+FORMATS = ("bin", "mem", "coe", "mif")
+"""Every file format of a memory; ``.bin`` is the one the others are checked against."""
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
@@ -143,6 +148,32 @@ class MemoryImage:
         empty = b"" if self.depth else b"0 : 0;\n"
         return head.encode() + np.ascontiguousarray(rows).tobytes() + empty + b"END;\n"
 
+    def render(self, ext: str) -> bytes:
+        """The file of format ``ext`` (one of :data:`FORMATS`)."""
+        writers = {"bin": self.to_bin, "mem": self.to_mem, "coe": self.to_coe, "mif": self.to_mif}
+        return writers[ext]()
+
+    @classmethod
+    def parse(
+        cls,
+        ext: str,
+        name: str,
+        width: int,
+        depth: int,
+        data: bytes,
+        fields: tuple[Field, ...],
+        source: str = "",
+    ) -> MemoryImage:
+        """The memory held by a file of format ``ext``; :class:`ImageError` when it is malformed."""
+        if ext == "bin":
+            return cls.from_bin(name, width, depth, data, fields, source)
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            raise ImageError(f"memory {name!r}: its .{ext} file is not ASCII text") from None
+        readers = {"mem": cls.from_mem, "coe": cls.from_coe, "mif": cls.from_mif}
+        return readers[ext](name, width, depth, text, fields, source)
+
     def to_bin(self) -> bytes:
         return self.words.astype("<u8").view(np.uint8).reshape(-1, 8)[:, : self.bytes_per_word].tobytes()
 
@@ -179,18 +210,76 @@ class MemoryImage:
         return cls(name, width, words, fields, source)
 
     @classmethod
+    def from_hex_words(
+        cls,
+        ext: str,
+        name: str,
+        width: int,
+        depth: int,
+        words: list[str],
+        fields: tuple[Field, ...],
+        source: str,
+    ) -> MemoryImage:
+        """The memory of the hex words a text file of format ``ext`` holds."""
+        if len(words) != depth:
+            raise ImageError(
+                f"memory {name!r}: the .{ext} file has {len(words)} words, the manifest says {depth}"
+            )
+        try:
+            values = [int(w, 16) for w in words]
+        except ValueError:
+            raise ImageError(
+                f"memory {name!r}: the .{ext} file holds a word that is not hexadecimal"
+            ) from None
+        if any(v < 0 or v >> width for v in values):
+            raise ImageError(f"memory {name!r}: a .{ext} word is wider than {width} bits")
+        return cls(name, width, np.array(values, dtype=np.uint64), fields, source)
+
+    @classmethod
     def from_mem(
         cls, name: str, width: int, depth: int, text: str, fields: tuple[Field, ...], source: str = ""
     ) -> MemoryImage:
+        """``$readmemh`` text: one hex word per line, ``//`` comment lines."""
         lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("//")]
-        if len(lines) != depth:
+        if len(lines) > depth:  # before parsing anything: the depth bounds the work
             raise ImageError(
                 f"memory {name!r}: the .mem file has {len(lines)} words, the manifest says {depth}"
             )
+        return cls.from_hex_words("mem", name, width, depth, lines, fields, source)
+
+    @classmethod
+    def from_coe(
+        cls, name: str, width: int, depth: int, text: str, fields: tuple[Field, ...], source: str = ""
+    ) -> MemoryImage:
+        """Xilinx ``.coe``: ``;`` comment lines, radix 16, the vector's words separated by ``,``, then ``;``."""
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(";")]
+        if lines[:2] != ["memory_initialization_radix=16;", "memory_initialization_vector="]:
+            raise ImageError(f"memory {name!r}: the .coe file does not start with a radix-16 vector")
+        body = "".join(lines[2:])
+        if not body.endswith(";") or ";" in body[:-1]:
+            raise ImageError(f"memory {name!r}: the .coe vector does not end with one ';'")
+        words = [w.strip() for w in body[:-1].split(",")] if body[:-1] else []
+        return cls.from_hex_words("coe", name, width, depth, words, fields, source)
+
+    @classmethod
+    def from_mif(
+        cls, name: str, width: int, depth: int, text: str, fields: tuple[Field, ...], source: str = ""
+    ) -> MemoryImage:
+        """Intel ``.mif``: WIDTH/DEPTH/radix header, then ``addr : word;`` rows in address order between
+        ``CONTENT BEGIN`` and ``END;`` (an empty memory holds the one row ``0 : 0;``)."""
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("--")]
+        header = [f"WIDTH={width};", f"DEPTH={max(depth, 1)};", "ADDRESS_RADIX=HEX;", "DATA_RADIX=HEX;"]
+        if lines[:5] != [*header, "CONTENT BEGIN"] or lines[-1:] != ["END;"]:
+            raise ImageError(f"memory {name!r}: the .mif header or end is not {header} ... END;")
+        if any(not ln.endswith(";") or ln.count(":") != 1 for ln in lines[5:-1]):
+            raise ImageError(f"memory {name!r}: a .mif row is not 'address : word;'")
+        rows = [[c.strip() for c in ln[:-1].split(":")] for ln in lines[5:-1]]
+        if depth == 0 and rows == [["0", "0"]]:
+            rows = []
         try:
-            values = [int(ln, 16) for ln in lines]
+            in_order = all(int(r[0], 16) == i for i, r in enumerate(rows))
         except ValueError:
-            raise ImageError(f"memory {name!r}: the .mem file holds a word that is not hexadecimal") from None
-        if any(v >> width for v in values):
-            raise ImageError(f"memory {name!r}: a .mem word is wider than {width} bits")
-        return cls(name, width, np.array(values, dtype=np.uint64), fields, source)
+            in_order = False
+        if not in_order:
+            raise ImageError(f"memory {name!r}: the .mif rows are not at addresses 0, 1, 2, ... in order")
+        return cls.from_hex_words("mif", name, width, depth, [r[1] for r in rows], fields, source)

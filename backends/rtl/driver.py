@@ -4,7 +4,9 @@ vectors and Yosys synthesis.
 The core (``hw_models/rtl/snn_core.sv``) is one design programmed by the image: the driver never
 generates RTL per network. It only chooses the core's parameters (memory widths from the manifest,
 ``lanes``/``update_lanes``/``pipeline_depth`` from the target, memory depths rounded up to powers of two
-so that one Verilator build serves many images) and passes the image's ``.mem`` files as plusargs.
+so that one Verilator build serves many images) and passes ``.mem`` files as plusargs: written, into
+the run's own temporary directory, from the words :func:`~snncompile.backends.image.load_image`
+verified, so the core runs exactly the program the simulator decodes (never unchecked files).
 
 Supported subset (anything else is refused by :func:`check_supported` before simulation, naming the
 layer and the feature): ``Input`` (binary spikes, frac 0) -> ``QLinear`` (dense, bias, no per-channel
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from snncompile.backends.image import Image
 from snncompile.backends.image.layout import RECORD, RECORD_FIELDS, unroll_conv
 
 from snncompile.errors import SnnCompileError
@@ -303,16 +306,13 @@ def verilator_binary(params: dict[str, int]) -> Path:
 # ------------------------------------------------------------------------------------ co-simulation
 
 
-def _load(
-    build_or_image: str | os.PathLike[str], target: str | Target | None
-) -> tuple[Graph, Path, dict[str, Any], Target]:
-    from snncompile.backends.image import read_image
+def _load(build_or_image: str | os.PathLike[str], target: str | Target | None) -> tuple[Image, Target]:
+    """The verified image of a build (or image directory) and its target."""
+    from snncompile.backends.image import load_image
 
-    root = Path(build_or_image).resolve()  # the simulator runs in a temporary directory
-    image = root / "image" if (root / "image" / "manifest.json").is_file() else root
-    graph = read_image(image)
-    manifest = json.loads((image / "manifest.json").read_text())
-    return graph, image, manifest, load_target(target if target is not None else manifest["target"])
+    root = Path(build_or_image).resolve()
+    image = load_image(root / "image" if (root / "image" / "manifest.json").is_file() else root)
+    return image, load_target(target if target is not None else image.manifest["target"])
 
 
 def _input_codes(graph: Graph, x: Any) -> np.ndarray:
@@ -348,12 +348,15 @@ def rtl_simulate(
 
     Returns ``spikes[T, B, N_out]`` (uint8) and ``cycles[T, B]`` (int64, the core's cycle counter per
     time step). The core's counter is checked against the testbench's own count of busy cycles."""
-    graph, image, manifest, tgt = _load(build_dir, target)
+    image, tgt = _load(build_dir, target)
+    graph = image.graph
     sizes = check_supported(graph, tgt)
     codes = _input_codes(graph, x)
     t_steps, batch = codes.shape[:2]
-    binary = verilator_binary(core_params(manifest, tgt, sizes))
+    binary = verilator_binary(core_params(image.manifest, tgt, sizes))
     with tempfile.TemporaryDirectory(prefix="snn-rtl-") as tmp:
+        for m in MEMORIES:  # the verified words, not the build's files
+            (Path(tmp) / f"{m}.mem").write_bytes(image.memories[m].to_mem())
         stim, out = Path(tmp) / "stimulus.mem", Path(tmp) / "out.txt"
         words = stimulus_words(codes)
         if words.size > STIM_DEPTH:
@@ -362,7 +365,7 @@ def rtl_simulate(
             )
         _write_words(stim, words, 32, "stimulus")
         args = [str(binary), f"+stim={stim}", f"+out={out}", f"+samples={batch}", f"+steps={t_steps}"]
-        args += [f"+{m}={image / f'{m}.mem'}" for m in MEMORIES]
+        args += [f"+{m}={Path(tmp) / f'{m}.mem'}" for m in MEMORIES]
         try:
             proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, cwd=tmp)
         except subprocess.TimeoutExpired:
@@ -403,7 +406,8 @@ def golden_files(program_or_build: Any, x: Any, directory: str | os.PathLike[str
     if hasattr(program_or_build, "graph") and hasattr(program_or_build, "target"):
         graph, tgt = program_or_build.graph, program_or_build.target
     else:
-        graph, _, _, tgt = _load(program_or_build, None)
+        image, tgt = _load(program_or_build, None)
+        graph = image.graph
     codes = _input_codes(graph, x)
     model = CycleModel(graph, tgt)
     run = simulate(

@@ -311,15 +311,24 @@ def test_a_consistent_edit_everywhere_is_a_program_both_engines_run_alike(
     build = fresh(builds, "mlp", tmp_path)
     image = build / "image"
     words = read_memory(image, "synapse", "bin").words.copy()
-    old_word = int(words[0])
-    words[0] = 0x7F  # the largest 8-bit weight
+    header = (image / "image.h").read_text()
+    first = header.index("\n", header.index("synapse[")) + 1  # the array's word lines: "  0xWW,\n"
+    for j in range(10):  # input 0's whole row (W.T row 0, 10 hidden neurons) to the largest weight
+        at = first + 8 * j
+        assert header[at : at + 8] == f"  0x{int(words[j]):02x},\n"
+        header = header[:at] + "  0x7f,\n" + header[at + 8 :]
+        words[j] = 0x7F
+    (image / "image.h").write_text(header)
     write_memory(image, "synapse", FORMATS, words, fix_sha=True)
-    rewrite_header(image, f"  0x{old_word:02x},", "  0x7f,")
+    manifest = json.loads((image / "manifest.json").read_text())
+    manifest["header"]["sha256"] = hashlib.sha256((image / "image.h").read_bytes()).hexdigest()
+    (image / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     x = builds["dir"] / "x_mlp.npz"
     for command, b in (("simulate", builds["mlp"]), ("simulate", build), ("rtl-sim", build)):
         result = invoke(command, b, "--input", x, "-o", tmp_path / f"{command}_{b.name}_{b.parent.name}.npz")
         assert result.exit_code == 0, result.output
     sim = np.load(tmp_path / f"simulate_mlp_{build.parent.name}.npz")["spikes"]
     rtl = np.load(tmp_path / f"rtl-sim_mlp_{build.parent.name}.npz")["spikes"]
+    original = np.load(tmp_path / f"simulate_mlp_{builds['mlp'].parent.name}.npz")["spikes"]
     assert np.array_equal(sim.astype(np.uint8), rtl)
-    assert sim.any()
+    assert sim.any() and not np.array_equal(sim, original)  # the edit is what runs

@@ -21,6 +21,7 @@ channel; ``Flatten`` passes its input through. Convs stored as kernels and pools
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -73,9 +74,9 @@ class RtlUnsupportedError(RtlError):
 
 
 def rtl_sources() -> dict[str, Path]:
-    """The core and testbench sources shipped in ``snncompile.hw_models/rtl``."""
+    """The core, host interface and testbench sources shipped in ``snncompile.hw_models/rtl``."""
     root = resources.files("snncompile.hw_models") / "rtl"
-    return {name: Path(str(root / name)) for name in ("snn_core.sv", "snn_tb.sv")}
+    return {name: Path(str(root / name)) for name in ("snn_core.sv", "snn_host.sv", "snn_tb.sv")}
 
 
 def _check_field_offsets() -> None:
@@ -456,76 +457,218 @@ def golden_files(program_or_build: Any, x: Any, directory: str | os.PathLike[str
 
 # ------------------------------------------------------------------------------------ synthesis
 
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """The device a family's synthesis flow implements the core on, and its resources."""
+
+    name: str
+    luts: int
+    flip_flops: int
+    block_rams: int  # iCE40: 4 Kb EBR + SPRAM; Xilinx: RAMB36 equivalents (a RAMB18 counts 1/2)
+    dsps: int
+    yosys: str  # the yosys synthesis command (``-top snn_host`` is added)
+
+
+PARTS = {
+    "ice40": Part("iCE40UP5K-SG48", 5280, 5280, 30 + 4, 8, "synth_ice40 -dsp"),
+    "xilinx7": Part("XC7A100T", 63400, 126800, 135, 240, "synth_xilinx -family xc7"),
+    "xilinxus": Part("XCZU3EG", 70560, 141120, 216, 360, "synth_xilinx -family xcup"),
+}
+
 _SYNTH_PARAMS = {
-    "W_W": 8, "S_W": 16, "ACC_W": 24, "LANES": 2, "UL": 1, "PIPE_DEPTH": 3, "MAX_REC": 8, "MAX_L": 2,
-    "SYN_DEPTH": 256, "BIAS_DEPTH": 32, "NEUR_DEPTH": 16, "STATE_DEPTH": 32, "IN_DEPTH": 16, "IDX_W": 8,
-    "DP_W": 40,
+    "ACC_W": 24, "MAX_REC": 8, "MAX_L": 2, "SYN_DEPTH": 256, "BIAS_DEPTH": 32, "NEUR_DEPTH": 16,
+    "STATE_DEPTH": 32, "IN_DEPTH": 16, "IDX_W": 8, "DP_W": 40,
 }  # fmt: skip
 
-
-def _family_command(family: str) -> str:
-    f = family.lower()
-    if "ice40" in f:
-        return "synth_ice40 -dsp -top snn_core -run :check"
-    if any(k in f for k in ("xilinx", "artix", "zu", "zynq", "kintex", "virtex", "7")):
-        return "synth_xilinx -top snn_core -run :check"
-    raise RtlUnsupportedError(f"target family {family!r}: synthesis figures cover ice40 and xilinx families")
+# the default budget of one synthesis run: over 10 times the slowest measured run, so that a loaded
+# machine gets its figures late rather than not at all
+SYNTH_TIMEOUT_S = 1800.0
 
 
-# the default budget of one synthesis run: over 10 times the slowest measured run (ice40: 75-90 s on
-# an idle machine), so that a loaded machine gets its figures late rather than not at all
-SYNTH_TIMEOUT_S = 1200.0
+def synthesis_params(target: Target) -> dict[str, int]:
+    """The core parameters synthesized for ``target``: its widths (weights, state) and lanes, update
+    lanes and pipeline depth, with small memory depths (``_SYNTH_PARAMS``)."""
+    return {
+        "W_W": target.weight_bits,
+        "S_W": target.state.width,
+        "LANES": target.micro.lanes,
+        "UL": target.micro.update_lanes,
+        "PIPE_DEPTH": target.micro.pipeline_depth,
+        **_SYNTH_PARAMS,
+    }
+
+
+def _family_target(family: str) -> Target:
+    """The shipped target of a family (``ice40`` -> ``ice40up5k``), for callers that name a family."""
+    from snncompile.targets import target_names
+
+    for name in target_names():
+        target = load_target(name)
+        if target.family == family:
+            return target
+    raise RtlUnsupportedError(
+        f"target family {family!r}: synthesis figures cover the families {', '.join(sorted(PARTS))}"
+    )
+
+
+def _run_tool(cmd: list[str], what: str, deadline: float, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Runs one step of the flow; raises :class:`_SynthTimeout` past ``deadline`` (monotonic seconds)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _SynthTimeout(what)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=left, cwd=cwd)
+    except subprocess.TimeoutExpired:
+        raise _SynthTimeout(what) from None
+
+
+class _SynthTimeout(Exception):
+    """A step of the synthesis flow ran past the flow's time budget."""
+
+
+def _cells(stat: str) -> dict[str, int]:
+    """Cell counts of the top module's hierarchy from yosys ``stat`` (the last block: the design total)."""
+    blocks = stat.split("=== design hierarchy ===")
+    text = blocks[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+(\S+)\s+(\d+)\s*$", text, re.M)}
+
+
+def _count(cells: dict[str, int], pattern: str) -> int:
+    return sum(v for k, v in cells.items() if re.fullmatch(pattern, k))
 
 
 def synthesize(
-    target_family: str, params: dict[str, int] | None = None, timeout: float = SYNTH_TIMEOUT_S
+    target: Target | str,
+    params: dict[str, int] | None = None,
+    timeout: float = SYNTH_TIMEOUT_S,
+    out_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any] | None:
-    """Synthesizes the core with yosys for ``target_family`` (``ice40``/``ice40up5k``: ``synth_ice40``;
-    ``xilinx``/``artix7-100t``/``zu3eg``: ``synth_xilinx``) with small default parameters.
+    """Implements the core behind its host interface (``snn_host``) on ``target``'s part.
 
-    Returns ``{"luts", "flip_flops", "block_rams", "dsps", "lut_rams", "cells", "command", "params",
-    "seconds"}``. With the small defaults, ``xilinx`` takes about 45 s and ``ice40`` about 75 s (yosys
-    0.23); the ``autoname`` step of the check label is skipped (it is quadratic here).
-    Memories read asynchronously (synapse, neuron, state, accumulators) map to LUTs/FFs or LUT RAM;
-    only the layer table (registered read) maps to block RAM.
-    or None when yosys is missing or too slow (with a :class:`RuntimeWarning` giving the reason)."""
-    cmd = _family_command(target_family)
-    yosys = shutil.which("yosys")
-    if yosys is None:
+    ``target`` is a :class:`Target`, a target name or a family (``ice40``, ``xilinx7``, ``xilinxus``:
+    its shipped target). Parameters: :func:`synthesis_params` updated with ``params``.
+
+    * iCE40: yosys ``synth_ice40 -dsp``, ``nextpnr-ice40 --up5k`` against the target's clock and
+      ``icepack``: the bitstream is written to ``out_dir`` (default: a directory in the RTL cache)
+      and ``fmax_mhz`` is nextpnr's post-route estimate; nextpnr runs only when yosys's counts fit.
+    * Xilinx: yosys ``synth_xilinx`` resource figures; ``fmax_mhz`` and ``bitstream`` are None
+      (timing needs the vendor tools).
+
+    Returns ``{"part", "luts", "flip_flops", "block_rams", "dsps", "fmax_mhz", "clock_mhz", "fits",
+    "meets_timing", "bitstream", "parameters", "command", "problems", "seconds"}`` (``problems`` says
+    in words why it does not fit or misses timing), or None when yosys is missing or the flow runs
+    past ``timeout`` seconds (with a :class:`RuntimeWarning` giving the reason)."""
+    tgt = target if isinstance(target, Target) else _load_named(target)
+    part = PARTS.get(tgt.family)
+    if part is None:
+        raise RtlUnsupportedError(
+            f"target {tgt.name!r} (family {tgt.family!r}): synthesis figures cover the families "
+            f"{', '.join(sorted(PARTS))}"
+        )
+    ice40 = tgt.family == "ice40"
+    tools = ["yosys", *(["nextpnr-ice40", "icepack"] if ice40 else [])]
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
         warnings.warn(
-            "synthesis figures unavailable: yosys is not installed (apt-get install yosys)",
+            f"synthesis figures unavailable: {', '.join(missing)} not installed "
+            "(apt-get install yosys nextpnr-ice40 fpga-icestorm)",
             RuntimeWarning,
             stacklevel=2,
         )
         return None
-    p = dict(_SYNTH_PARAMS, **(params or {}))
-    chparam = " ".join(f"-set {k} {v}" for k, v in p.items())
-    script = f"read_verilog -sv {rtl_sources()['snn_core.sv']}; chparam {chparam} snn_core; {cmd}; stat"
+    p = dict(synthesis_params(tgt), **(params or {}))
+    src = rtl_sources()
     start = time.monotonic()
+    deadline = start + timeout
+    cmd = f"{part.yosys} -top snn_host"
+    chparam = " ".join(f"-set {k} {v}" for k, v in p.items())
+    key = hashlib.sha256(json.dumps([tgt.name, p], sort_keys=True).encode())
+    for f in src.values():
+        key.update(f.read_bytes())
+    work = Path(out_dir) if out_dir is not None else _cache_root() / "synth" / key.hexdigest()[:16]
+    work.mkdir(parents=True, exist_ok=True)
+    # `-run :check` then the check label's steps without `autoname` (quadratic on this design)
+    script = (
+        f"read_verilog -sv {src['snn_core.sv']} {src['snn_host.sv']}; chparam {chparam} snn_host; "
+        f"{cmd} -run :check; hierarchy -check; check -noinit; tee -o stat.txt stat; "
+        + ("write_json snn_host.json" if ice40 else "")
+    )
     try:
-        proc = subprocess.run(
-            [yosys, "-q", "-p", script.replace("; stat", "; tee -o /dev/stdout stat")],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
+        proc = _run_tool(["yosys", "-q", "-p", script], "yosys", deadline, work)
+        if proc.returncode != 0:
+            raise RtlToolError(f"yosys failed: {proc.stderr[-2000:] or proc.stdout[-2000:]}")
+        cells = _cells((work / "stat.txt").read_text())
+        if ice40:
+            used = {
+                "luts": _count(cells, r"SB_LUT4"),
+                "flip_flops": _count(cells, r"SB_DFF\w*"),
+                "block_rams": _count(cells, r"SB_RAM40_4K\w*|SB_SPRAM256KA"),
+                "dsps": _count(cells, r"SB_MAC16"),
+            }
+        else:
+            used = {
+                "luts": _count(cells, r"LUT\d"),
+                "flip_flops": _count(cells, r"FD\w*"),
+                "block_rams": _count(cells, r"RAMB36\w*") + (_count(cells, r"RAMB18\w*") + 1) // 2,
+                "dsps": _count(cells, r"DSP48\w*"),
+            }
+        problems = [
+            f"{used[k]:,} {k.replace('_', ' ')} of the part's {getattr(part, k):,}"
+            for k in used
+            if used[k] > getattr(part, k)
+        ]
+        fits = not problems
+        fmax: float | None = None
+        bitstream: str | None = None
+        if ice40 and fits:
+            fmax, bitstream, failure = _place_and_route(tgt, work, deadline)
+            if failure is not None:
+                problems.append(failure)
+                fits = False
+    except _SynthTimeout as e:
         warnings.warn(
-            f"synthesis figures unavailable: yosys ran past {timeout:.0f} s", RuntimeWarning, stacklevel=2
+            f"synthesis figures unavailable: {e} ran past the {timeout:.0f} s budget",
+            RuntimeWarning,
+            stacklevel=2,
         )
         return None
-    if proc.returncode != 0:
-        raise RtlToolError(f"yosys failed: {proc.stderr[-2000:] or proc.stdout[-2000:]}")
-    stat = proc.stdout
-    cells = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+(\S+)\s+(\d+)\s*$", stat, re.M)}
-    luts = sum(v for k, v in cells.items() if re.fullmatch(r"SB_LUT4|LUT\d", k))
-    ffs = sum(v for k, v in cells.items() if re.fullmatch(r"SB_DFF\w*|FD\w*", k))
-    brams = sum(v for k, v in cells.items() if re.fullmatch(r"SB_RAM\w*|SB_SPRAM\w*|RAMB\w*", k))
-    dsps = sum(v for k, v in cells.items() if re.fullmatch(r"SB_MAC16|DSP48\w*", k))
-    lutrams = sum(v for k, v in cells.items() if re.fullmatch(r"RAM\d+[MSX]\w*", k))
-    total = re.search(r"Number of cells:\s+(\d+)", stat)
+    clock = tgt.micro.clock_mhz
+    meets = None if fmax is None else fmax >= clock
+    if meets is False:
+        problems.append(f"Fmax {fmax:.1f} MHz is below the target's clock of {clock:g} MHz")
+    if not ice40:
+        problems.append("timing not analysed: Fmax needs the vendor tools (Vivado)")
     return {
-        "luts": luts, "flip_flops": ffs, "block_rams": brams, "dsps": dsps, "lut_rams": lutrams,
-        "cells": int(total.group(1)) if total else sum(cells.values()), "command": cmd, "params": p,
-        "seconds": round(time.monotonic() - start, 1),
+        "part": part.name, **used, "fmax_mhz": fmax, "clock_mhz": clock, "fits": fits,
+        "meets_timing": meets, "bitstream": bitstream, "parameters": p, "command": cmd,
+        "problems": problems, "seconds": round(time.monotonic() - start, 1),
     }  # fmt: skip
+
+
+def _load_named(name: str) -> Target:
+    """A target by name, or the shipped target of a family."""
+    return _family_target(name) if name in PARTS else load_target(name)
+
+
+def _place_and_route(
+    target: Target, work: Path, deadline: float
+) -> tuple[float | None, str | None, str | None]:
+    """nextpnr-ice40 (UP5K, SG48) and icepack on ``work/snn_host.json``: (Fmax in MHz, the bitstream's
+    path, why placement or routing failed)."""
+    proc = _run_tool(
+        ["nextpnr-ice40", "--up5k", "--package", "sg48", "--json", "snn_host.json", "--asc", "snn_host.asc",
+         "--freq", f"{target.micro.clock_mhz:g}", "--seed", "1"],
+        "nextpnr-ice40", deadline, work,
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    (work / "nextpnr.log").write_text(log)
+    if proc.returncode != 0 or not (work / "snn_host.asc").is_file():
+        last = [ln for ln in log.splitlines() if "ERROR" in ln][-1:] or log.splitlines()[-1:]
+        return None, None, f"place and route failed: {' '.join(last).strip()}"
+    found = re.findall(r"Max frequency for clock '[^']*': ([\d.]+) MHz", log)
+    fmax = float(found[-1]) if found else None
+    pack = _run_tool(["icepack", "snn_host.asc", "snn_host.bin"], "icepack", deadline, work)
+    if pack.returncode != 0:
+        raise RtlToolError(f"icepack failed: {pack.stderr[-2000:]}")
+    return fmax, str(work / "snn_host.bin"), None

@@ -159,26 +159,21 @@ module snn_core #(
     endfunction
 
     // ------------------------------------------------------------------ arithmetic
+    // a / 2^s rounded by `mode`, with one shifter: each mode adds its offset before an arithmetic
+    // (floor) shift; half_even then moves a tie that landed on an odd quotient down
     function automatic signed [DP_W-1:0] round_shift(input signed [DP_W-1:0] a, input [5:0] s, input [2:0] mode);
-        reg signed [DP_W-1:0] half, q, mask;
+        reg signed [DP_W-1:0] half, mask, add, q;
         begin
-            if (s == 0) round_shift = a;
-            else begin
-                half = 1;
-                half = half <<< (s - 1);
-                mask = 1;
-                mask = (mask <<< s) - 1;
-                case (mode)
-                    3'd1: round_shift = (a + half) >>> s;                       // half_up
-                    3'd2: round_shift = (a + half - 1) >>> s;                   // half_down
-                    3'd3: begin                                                 // half_even
-                        q = (a + half) >>> s;
-                        round_shift = ((a & mask) == half && q[0]) ? q - 1 : q;
-                    end
-                    3'd4: round_shift = a >= 0 ? a >>> s : -((-a) >>> s);      // trunc
-                    default: round_shift = a >>> s;                             // floor
-                endcase
-            end
+            half = {{(DP_W-1){1'b0}}, s != 0} <<< (s - 1);
+            mask = ({{(DP_W-1){1'b0}}, 1'b1} <<< s) - 1;
+            case (mode)
+                3'd1, 3'd3: add = half;                             // half_up, half_even
+                3'd2: add = half - (s != 0);                        // half_down
+                3'd4: add = a < 0 ? mask : 0;                       // trunc (ceil below zero)
+                default: add = 0;                                   // floor
+            endcase
+            q = (a + add) >>> s;
+            round_shift = (mode == 3'd3 && s != 0 && (a & mask) == half && q[0]) ? q - 1 : q;
         end
     endfunction
 
@@ -236,7 +231,9 @@ module snn_core #(
     reg              ispk [0:UL-1];
     integer l;
     reg [31:0] gi;
-    reg signed [DP_W-1:0] m, sy, x, rx, thr, beta, alpha, m0, a, ai;
+    reg signed [DP_W-1:0] m, sy, x, rx, thr, m0, a, ai;
+    reg signed [16:0] beta, alpha;      // unsigned 16-bit decays, as signed operands
+    reg signed [S_W+16:0] pm, ps;       // decay products (narrow multipliers)
     reg r, spk;
     reg [63:0] nw;
     always @* begin
@@ -250,12 +247,13 @@ module snn_core #(
             rx = racc[nb_cur + gi];
             nw = neuron_mem[nb_cur + gi];
             thr = $signed(nw[31:0]);
-            beta = $signed({1'b0, nw[47:32]});
-            alpha = $signed({1'b0, nw[63:48]});
+            beta = {1'b0, nw[47:32]};
+            alpha = {1'b0, nw[63:48]};
             r = m > thr;
             if (!l_cuba[cur]) begin
                 m0 = (l_reset[cur] == 2'd1 && !l_zdrop[cur] && r) ? 0 : m;
-                a = ((beta * m0) <<< l_sh_b[cur]) + (x <<< l_sh_x[cur]);
+                pm = beta * $signed(m0[S_W-1:0]);
+                a = (DP_W'(pm) <<< l_sh_b[cur]) + (x <<< l_sh_x[cur]);
                 if (l_rkind[cur] != 0) a = a + (rx <<< l_sh_r[cur]);
                 if (l_reset[cur] == 2'd0 && r) a = a - (thr <<< l_sh_t[cur]);
                 else if (l_reset[cur] == 2'd1 && l_zdrop[cur] && r) a = 0;
@@ -263,9 +261,11 @@ module snn_core #(
                 if (l_floor_en[cur] && m < l_floor[cur]) m = {{32{l_floor[cur][31]}}, l_floor[cur]};
                 is_[l] = 0;
             end else begin
-                ai = ((alpha * sy) <<< l_sh_a[cur]) + (x <<< l_shi_x[cur]);
+                ps = alpha * $signed(sy[S_W-1:0]);
+                ai = (DP_W'(ps) <<< l_sh_a[cur]) + (x <<< l_shi_x[cur]);
                 if (l_rkind[cur] != 0) ai = ai + (rx <<< l_shi_r[cur]);
-                a = ((beta * m) <<< l_sh_b[cur]) + (ai <<< l_sh_i[cur]);
+                pm = beta * $signed(m[S_W-1:0]);
+                a = (DP_W'(pm) <<< l_sh_b[cur]) + (ai <<< l_sh_i[cur]);
                 if (l_reset[cur] == 2'd0 && r) a = a - (thr <<< l_sh_t[cur]);
                 else if (l_reset[cur] == 2'd1 && r) a = 0;
                 is_[l] = clamp(round_shift(ai, l_shi_o[cur], l_sround[cur]), l_slo[cur], l_shi[cur]);

@@ -35,7 +35,16 @@ import torch
 from conftest import require_tool
 from snncompile.backends.image import ImageError, write_image
 from snncompile.backends.intsim import CycleModel
-from snncompile.backends.rtl import RtlUnsupportedError, golden_files, rtl_simulate
+from snncompile.backends.rtl import (
+    RtlUnsupportedError,
+    golden_files,
+    host_command,
+    host_flags,
+    host_load,
+    host_simulate,
+    host_step,
+    rtl_simulate,
+)
 from snncompile.backends.rtl.driver import _check_field_offsets
 from snncompile.quant import prepare_qat
 from torch import nn
@@ -144,6 +153,60 @@ def test_an_edited_mem_file_is_refused_not_run(
         ImageError, match=r"^memory 'synapse': synapse.mem does not match its sha256 .*: word 0 is "
     ):
         rtl_simulate(bad, _spikes())
+
+
+# ------------------------------------------------------------------------------- host interface
+
+
+def test_host_interface_loads_the_image_runs_it_and_flags_errors(
+    builds: dict[str, tuple[snncompile.Program, Path]],
+) -> None:
+    """The image LOADed through the byte-stream host interface (memories otherwise empty) gives the
+    spikes and cycles of the integer simulator and the cycle model, read back with RESULT and SPIKE;
+    every error sets its flag without side effects and CLEAR clears them."""
+    prog, path = builds["mlp_subtract"]
+    x = _spikes(seed=4, t=5, b=1)
+    sim = prog.simulate(x)
+    n_out = sim.spikes.shape[-1]
+    status, clear = host_command("status"), host_command("clear")
+    stream: list[bytes | None] = [host_command("start"), status, clear]  # START before INIT: refused
+    stream += [host_load(path / "image"), host_command("init"), None]
+    for t in range(x.shape[0]):
+        stream += [host_step(np.flatnonzero(x[t, 0].numpy())), None, host_command("result")]
+        stream += [host_command("nop") * 5]
+        stream += [host_command("spike", (i, 2)) for i in range(n_out)]  # beyond out_cnt: 0xffff
+    stream += [clear, status]
+    errors = {
+        "bad opcode": bytes([0x42]),
+        "address out of range": host_command("load", (1, 1), (1 << 30, 4), (0x7F, 8)),
+        "event overflow": host_command("event", (1 << 15, 2), (0, 2)),
+    }
+    for command in errors.values():
+        stream += [command, status, clear]
+    stream += [host_step(np.array([0])), host_command("load", (1, 1), (0, 4), (0, 8)), None, status]
+    replies = host_simulate(path, stream)
+
+    pos = 0
+
+    def take(n: int) -> int:
+        nonlocal pos
+        pos += n
+        return int.from_bytes(replies[pos - n : pos], "little")
+
+    assert host_flags(take(1)) == ["not ready"]
+    for t in range(x.shape[0]):
+        count, cycles = take(2), take(4)
+        indices = [take(2) for _ in range(n_out)]
+        expected = np.flatnonzero(sim.spikes[t, 0])
+        assert count == len(expected) and cycles == sim.cycles.cycles[t, 0]
+        assert sorted(indices[:count]) == expected.tolist()
+        assert indices[count:] == [0xFFFF] * (n_out - count)
+    assert take(1) == 0x80  # ready, no flags
+    for flag in errors:
+        assert host_flags(take(1)) == [flag]
+    assert host_flags(take(1)) == ["not ready"]  # the LOAD while the step ran
+    assert pos == len(replies)
+    assert sim.spikes[:, 0].sum() > 0
 
 
 # ------------------------------------------------------------------------------- unrolled convs
@@ -307,6 +370,43 @@ def test_synthesis_figures_land_in_the_compile_report(
     assert figures["luts"] > 0 and figures["flip_flops"] > 0
     assert figures["block_rams"] >= 0 and figures["dsps"] >= 0
     assert "synthesis of the reference core (synth_xilinx" in (tmp_path / "b" / "report.txt").read_text()
+
+
+COUNTER = """module snn_host(input wire clk, output reg [7:0] q);
+    always @(posedge clk) q <= q + 8'd1;
+endmodule
+"""
+
+
+@pytest.mark.parametrize("clock_mhz, meets", [(24.0, True), (2000.0, False)])
+def test_place_and_route_reports_fmax_against_the_clock_and_packs_a_bitstream(
+    tmp_path: Path, clock_mhz: float, meets: bool
+) -> None:
+    """The iCE40 back end of the flow (nextpnr-ice40 --up5k, icepack) on a counter: a bitstream, and
+    an Fmax that an 8-bit counter reaches at 24 MHz but not at 2 GHz."""
+    import dataclasses
+    import subprocess
+    import time
+
+    from snncompile.backends.rtl.driver import _place_and_route
+
+    for tool, package in (
+        ("yosys", "yosys"),
+        ("nextpnr-ice40", "nextpnr-ice40"),
+        ("icepack", "fpga-icestorm"),
+    ):
+        require_tool(tool, package)
+    (tmp_path / "counter.v").write_text(COUNTER)
+    subprocess.run(
+        ["yosys", "-q", "-p", "read_verilog counter.v; synth_ice40 -top snn_host -json snn_host.json"],
+        cwd=tmp_path, check=True, timeout=600,
+    )  # fmt: skip
+    target = load_target("ice40up5k")
+    target = dataclasses.replace(target, micro=dataclasses.replace(target.micro, clock_mhz=clock_mhz))
+    fmax, bitstream, failure = _place_and_route(target, tmp_path, time.monotonic() + 600)
+    assert failure is None and fmax is not None and bitstream is not None
+    assert (fmax >= clock_mhz) is meets
+    assert Path(bitstream).stat().st_size > 100_000  # a whole UP5K configuration image
 
 
 def test_cli_compile_golden_and_rtl_sim_with_a_relative_build_path(

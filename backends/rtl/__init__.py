@@ -8,8 +8,14 @@ from snncompile.backends.rtl.driver import (
     check_supported,
     core_params,
     golden_files,
+    host_command,
+    host_flags,
+    host_load,
+    host_simulate,
+    host_step,
     rtl_simulate,
     rtl_sources,
+    synthesis_params,
     synthesize,
 )
 
@@ -20,7 +26,13 @@ __all__ = [
     "check_supported",
     "core_params",
     "golden_files",
+    "host_command",
+    "host_flags",
+    "host_load",
+    "host_simulate",
+    "host_step",
     "rtl_simulate",
     "rtl_sources",
+    "synthesis_params",
     "synthesize",
 ]

@@ -2,9 +2,12 @@
 //
 // The host sends commands on rx (one byte per cycle where rx_valid is high): an opcode byte, then its
 // payload, multi-byte fields little-endian. Replies leave on tx, one byte per cycle where tx_valid is
-// high, in order; send the next STATUS, RESULT or SPIKE after the last byte of the previous reply.
+// high, in order. A STATUS, RESULT or SPIKE that completes while more than one byte of the previous
+// reply is still to leave (or a SPIKE's read is pending) is refused (flag bit 4): after a RESULT send
+// 5 bytes (NOPs) before the next reply command completes; SPIKE after SPIKE needs no padding.
 // LOAD the image before INIT (INIT decodes the layer table); the INIT of each sample resets its state.
 //
+//   0x00 NOP                            ignored (padding while a reply leaves)
 //   0x01 LOAD   sel(1) addr(4) data(8)  image word: sel 0 layers, 1 synapse, 2 bias, 3 neuron, 4 state
 //   0x02 EVENT  addr(2) idx(2)          input event `addr` of the next step is input `idx`
 //   0x03 COUNT  n(2)                    the next step has n input events
@@ -18,7 +21,8 @@
 // Flags (sticky until CLEAR; `err` is their OR): bit 0 bad opcode, bit 1 address out of range (a LOAD
 // beyond the memory's depth or sel > 4, a SPIKE index beyond out_cnt), bit 2 event overflow (an EVENT
 // address or a COUNT beyond the input event list's IN_DEPTH entries), bit 3 not ready (LOAD, EVENT,
-// COUNT, INIT or START while an INIT or a step runs, START before INIT); bit 6 busy, bit 7 ready. A refused command
+// COUNT, INIT or START while an INIT or a step runs, START before INIT), bit 4 reply overrun; bit 6
+// busy, bit 7 ready. A refused command
 // changes nothing but the flags; a SPIKE beyond out_cnt replies 0xffff.
 `default_nettype none
 
@@ -49,14 +53,14 @@ module snn_host #(
     output wire       busy,
     output wire       err
 );
-    localparam [7:0] C_LOAD = 8'h01, C_EVENT = 8'h02, C_COUNT = 8'h03, C_INIT = 8'h04, C_START = 8'h05,
+    localparam [7:0] C_NOP = 8'h00, C_LOAD = 8'h01, C_EVENT = 8'h02, C_COUNT = 8'h03, C_INIT = 8'h04, C_START = 8'h05,
         C_STATUS = 8'h06, C_RESULT = 8'h07, C_SPIKE = 8'h08, C_CLEAR = 8'h09;
     localparam integer LAYER_DEPTH = MAX_REC * 96;
 
     reg [7:0] op;
     reg [3:0] need;          // payload bytes still to come (0: waiting for an opcode)
     reg [103:0] pay;         // payload, first byte in the low bits once complete
-    reg [3:0] flags;
+    reg [4:0] flags;
     reg [47:0] tx_buf;
     reg [2:0] tx_n;
     reg running;             // an INIT or a step is in progress
@@ -105,8 +109,9 @@ module snn_host #(
         endcase
     endfunction
 
-    // the payload as it stands after this cycle's byte (bytes arrive low first: shift in from the top)
-    wire [103:0] pay_next = {rx_data, pay[103:8]} >> (8 * (need - 1));
+    // the whole payload when this cycle's byte is its last (bytes shift in from the top: the first
+    // byte of a P-byte payload then sits at bit 8 (13 - P); shifted down to bit 0)
+    wire [103:0] pay_next = {rx_data, pay[103:8]} >> (8 * (13 - payload_bytes(op)));
     wire [IDX_W-1:0] spike_i = pay_next[IDX_W-1:0];
 
     always @(posedge clk) begin
@@ -137,6 +142,15 @@ module snn_host #(
                 reg [7:0] o;
                 o = (need == 0) ? rx_data : op;
                 case (o)
+                    C_NOP: ;
+                    C_STATUS, C_RESULT, C_SPIKE:
+                        if (tx_n > 1 || spike_pend) flags[4] <= 1'b1;
+                        else if (o == C_STATUS) begin tx_buf <= {40'd0, ready, busy, 1'b0, flags}; tx_n <= 1; end
+                        else if (o == C_RESULT) begin
+                            tx_buf <= {step_cycles, {(16 - IDX_W){1'b0}}, out_cnt}; tx_n <= 6;
+                        end else if (spike_i >= out_cnt) begin
+                            flags[1] <= 1'b1; tx_buf <= 48'hffff; tx_n <= 2;
+                        end else begin rd_addr <= spike_i; spike_pend <= 1'b1; end
                     C_LOAD:
                         if (running) flags[3] <= 1'b1;
                         else if ({1'b0, pay_next[39:8]} >= depth_of(pay_next[7:0])) flags[1] <= 1'b1;
@@ -160,11 +174,6 @@ module snn_host #(
                     C_START:
                         if (running || !ready) flags[3] <= 1'b1;
                         else begin c_start <= 1'b1; running <= 1'b1; end
-                    C_STATUS: begin tx_buf <= {40'd0, ready, busy, 2'b00, flags}; tx_n <= 1; end
-                    C_RESULT: begin tx_buf <= {step_cycles, {(16 - IDX_W){1'b0}}, out_cnt}; tx_n <= 6; end
-                    C_SPIKE:
-                        if (spike_i >= out_cnt) begin flags[1] <= 1'b1; tx_buf <= 48'hffff; tx_n <= 2; end
-                        else begin rd_addr <= spike_i; spike_pend <= 1'b1; end
                     C_CLEAR: flags <= 0;
                     default: flags[0] <= 1'b1;
                 endcase

@@ -170,7 +170,7 @@ def test_host_interface_loads_the_image_runs_it_and_flags_errors(
     n_out = sim.spikes.shape[-1]
     status, clear = host_command("status"), host_command("clear")
     stream: list[bytes | None] = [host_command("start"), status, clear]  # START before INIT: refused
-    stream += [host_load(path / "image"), host_command("init"), None]
+    stream += [host_load(path), host_command("init"), None]
     for t in range(x.shape[0]):
         stream += [host_step(np.flatnonzero(x[t, 0].numpy())), None, host_command("result")]
         stream += [host_command("nop") * 5]

@@ -411,14 +411,14 @@ def host_command(name: str, *fields: tuple[int, int]) -> bytes:
     return out
 
 
-def host_load(image: str | os.PathLike[str]) -> bytes:
-    """The LOAD commands that write every word of an image directory's five memories (its ``.mem``
-    files) through the host interface."""
+def host_load(build_or_image: str | os.PathLike[str]) -> bytes:
+    """The LOAD commands that write every word of a build's (or image directory's) five memories
+    through the host interface: the words :func:`~snncompile.backends.image.load_image` verified."""
+    image, _ = _load(build_or_image, None)
     out = b""
     for sel, name in enumerate(MEMORIES):
-        lines = (Path(image) / f"{name}.mem").read_text().splitlines()
-        words = [int(ln, 16) for ln in lines if ln and not ln.startswith("//")]
-        out += b"".join(host_command("load", (sel, 1), (a, 4), (w, 8)) for a, w in enumerate(words))
+        words = image.memories[name].words
+        out += b"".join(host_command("load", (sel, 1), (a, 4), (int(w), 8)) for a, w in enumerate(words))
     return out
 
 
@@ -443,9 +443,9 @@ def host_simulate(
     """Plays ``stream`` (command bytes; ``None``: wait until the core is ready again after an INIT or
     START) into the host interface in Verilator, with the image memories empty (the stream LOADs
     them); returns every reply byte, in order."""
-    graph, _, manifest, tgt = _load(build_dir, target)
-    sizes = check_supported(graph, tgt)
-    binary = verilator_binary(core_params(manifest, tgt, sizes), "snn_host_tb")
+    image, tgt = _load(build_dir, target)
+    sizes = check_supported(image.graph, tgt)
+    binary = verilator_binary(core_params(image.manifest, tgt, sizes), "snn_host_tb")
     words = [w for part in stream for w in ([_WAIT] if part is None else list(part))]
     if len(words) > STIM_DEPTH:
         raise RtlUnsupportedError(f"the host stream has {len(words)} bytes (at most {STIM_DEPTH})")

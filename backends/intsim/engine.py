@@ -221,9 +221,9 @@ def _class_op(op: QLinear | QConv2d, in_shape: tuple[int, ...]) -> tuple[QLinear
 
 def _timers(
     op: QLinear | QConv2d, in_shape: tuple[int, ...], candidates: list[Path], acc: type[np.signedinteger[Any]]
-) -> dict[str, Callable[[], float]]:
-    """Per candidate (the event path at each of ``DENSITIES``), a callable that times it on synthetic
-    spikes of ``op``'s shape class and returns seconds per sample-step."""
+) -> dict[str, Callable[[], tuple[Callable[[], Any], int]]]:
+    """Per candidate (the event path at each of ``DENSITIES``), a callable that builds its run on
+    synthetic spikes of ``op``'s shape class: (one run, its sample-steps)."""
 
     def workload(density: float) -> tuple[QLinear | QConv2d, tuple[int, ...], Array]:
         synth, shape = _class_op(op, in_shape)
@@ -237,24 +237,24 @@ def _timers(
         x = (np.random.default_rng(1).random((rows, *shape)) < density).astype(np.int8)
         return synth, shape, x
 
-    def dense(path: Path) -> Callable[[], float]:
-        def run() -> float:
+    def dense(path: Path) -> Callable[[], tuple[Callable[[], Any], int]]:
+        def setup() -> tuple[Callable[[], Any], int]:
             synth, _, x = workload(0.1)
             syn = DenseSynapses(synth, path)
-            return tuning.best_time(lambda: syn(x)) / x.shape[0]
+            return (lambda: syn(x)), x.shape[0]
 
-        return run
+        return setup
 
-    def event(density: float) -> Callable[[], float]:
-        def run() -> float:
+    def event(density: float) -> Callable[[], tuple[Callable[[], Any], int]]:
+        def setup() -> tuple[Callable[[], Any], int]:
             synth, shape, x = workload(density)
             events = x.reshape(1, *x.shape)
             syn = _event_op(synth, shape, acc)
-            return tuning.best_time(lambda: syn.run(events, 1)) / x.shape[0]
+            return (lambda: syn.run(events, 1)), x.shape[0]
 
-        return run
+        return setup
 
-    timers: dict[str, Callable[[], float]] = {}
+    timers: dict[str, Callable[[], tuple[Callable[[], Any], int]]] = {}
     for p in candidates:
         if p == "event":
             timers |= {f"event@{d}": event(d) for d in DENSITIES}
@@ -620,12 +620,19 @@ def _run_chunk(
     values: dict[str, Array] = {graph.input_name: xin}
     raw_input = [raw]  # whether values[input] still holds unchecked float32 spikes
 
-    def checked(name: str) -> Array:
-        """A value for a consumer that does not check events itself: raw float32 input validated."""
+    def checked(name: str, codes: bool = False) -> Array:
+        """A value for a consumer that does not check events itself: raw float32 input validated (and
+        converted to int8 codes in the same pass when the consumer wants ``codes``)."""
         if name == graph.input_name and raw_input[0]:
-            found = spike_range(values[name])
-            if found is None or found[0] < -1 or found[1] > 1:
-                raise _Void
+            if codes:
+                found = spike_codes(values[name])
+                if found is None or found[1] > 1:
+                    raise _Void
+                values[name] = found[0]
+            else:
+                bounds = spike_range(values[name])
+                if bounds is None or bounds[0] < -1 or bounds[1] > 1:
+                    raise _Void
             raw_input[0] = False
         return values[name]
 
@@ -650,7 +657,7 @@ def _run_chunk(
                 value = value.reshape(tc, bc, *node.shape)
             else:
                 assert node.dense is not None
-                arg = checked(node.args[0])
+                arg = checked(node.args[0], codes=path == "int8-mm")
                 value = node.dense(arg.reshape(tc * bc, *arg.shape[2:])).reshape(tc, bc, *node.shape)
         elif node.kernel is not None:
             value = _neuron(graph, node, values, skipped, checked, states[name], out, where, raw_input)

@@ -471,7 +471,7 @@ def conv_geometry(
 
 def im2col(x: Array, kernel: tuple[int, int], out_hw: tuple[int, int], geo: Array, dtype: type) -> Array:
     """``x`` (R, C, H, W) as (R, oh, ow, C, kh, kw) columns of ``dtype``, on every CPU."""
-    cols = np.empty((x.shape[0], *out_hw, x.shape[1], *kernel), dtype)
+    cols: Array = np.empty((x.shape[0], *out_hw, x.shape[1], *kernel), dtype)
     split(lambda lo, hi: _im2col(x, geo, cols, lo, hi), x.shape[0])
     return cols
 

@@ -105,24 +105,27 @@ def _save() -> None:
         os.replace(tmp, path)
 
 
-def best_time(fn: Callable[[], Any], repeat: int = 3) -> float:
-    fn()  # compiles, allocates, warms the caches
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+#: timing rounds: every candidate runs once per round, interleaved, and keeps its fastest round, so a
+#: burst of load on a shared machine slows one round of every candidate rather than one candidate
+ROUNDS = 7
 
 
-def costs(key: str, candidates: dict[str, Callable[[], float]]) -> dict[str, float]:
+def costs(key: str, candidates: dict[str, Callable[[], tuple[Callable[[], Any], int]]]) -> dict[str, float]:
     """Seconds per sample-step of every candidate for the shape class ``key``, from the cache or timed
-    now (each candidate's callable returns its time per sample-step)."""
+    now. Each candidate's callable builds its workload and returns (one run of it, its sample-steps)."""
     known = _cache().setdefault(key, {})
     missing = [p for p in candidates if p not in known]
-    for p in missing:
-        known[p] = candidates[p]()
     if missing:
+        runs = {p: candidates[p]() for p in missing}
+        for run, _ in runs.values():
+            run()  # compiles, allocates, warms the caches
+        best = dict.fromkeys(missing, float("inf"))
+        for _ in range(ROUNDS):
+            for p, (run, _) in runs.items():
+                start = time.perf_counter()
+                run()
+                best[p] = min(best[p], time.perf_counter() - start)
+        known.update({p: best[p] / runs[p][1] for p in missing})
         _save()
     return {p: known[p] for p in candidates}
 

@@ -146,9 +146,11 @@ def compile(
     else:
         raise InputError("compile needs example_input (what forward takes) or calibration (x[T, B, ...])")
     if calib is None and example_input is not None:
+        program = compile_graph(traced.graph, target)  # a float model is refused here: it needs calibration
         example = traced.sequence(example_input)
-        if not np.all((example == 0) | (example == 1)):
-            calib = example
+        if np.all((example == 0) | (example == 1)):
+            return program
+        calib = example  # a QAT model fed currents: its input grid comes from the example
     return compile_graph(traced.graph, target, calib)
 
 

@@ -44,11 +44,11 @@ from snncompile.backends.intsim.kernels import (
     NeuronKernel,
     conv_geometry,
     im2col,
+    linear_rows,
     spike_codes,
     spike_dtype,
     spike_range,
     state_dtype,
-    synapse_rows,
 )
 
 from snncompile.errors import InputError
@@ -194,7 +194,7 @@ def _event_op(
 ) -> EventSynapses | EventConv:
     if isinstance(op, QConv2d):
         return EventConv(op, in_shape, dtype)
-    return EventSynapses(synapse_rows(op, in_shape), dtype)
+    return EventSynapses(linear_rows(op), dtype)
 
 
 def _pow2(n: int) -> int:
@@ -402,10 +402,10 @@ class _Node:
         if isinstance(self.op, QLIF | QCubaLIF):
             self.kernel = NeuronKernel(self.op, self.shape, record)
 
-    def fuse(self, syn: _Node, graph: Graph) -> None:
-        """Lets this neuron accumulate ``syn``'s events itself."""
-        assert isinstance(self.op, QLIF | QCubaLIF) and isinstance(syn.op, QLinear | QConv2d)
-        rows = synapse_rows(syn.op, graph.shapes()[syn.args[0]])
+    def fuse(self, syn: _Node) -> None:
+        """Lets this neuron accumulate ``syn``'s (a linear op's) events itself."""
+        assert isinstance(self.op, QLIF | QCubaLIF) and isinstance(syn.op, QLinear)
+        rows = linear_rows(syn.op)
         self.source = syn
         self.fused_kernel = NeuronKernel(self.op, self.shape, self.kernel.record if self.kernel else True,
                                          rows, _acc_dtype(syn.bits))  # fmt: skip
@@ -518,7 +518,7 @@ def _simulate(
     nodes = {n: _Node(graph, n, choices.get(n), ranges, record or n in state_read) for n in order}
     for n, node in nodes.items():
         if node.choice is not None and node.choice.fused and node.choice.event_below > 0:
-            nodes[graph.users(n)[0]].fuse(node, graph)
+            nodes[graph.users(n)[0]].fuse(node)
     total_t, total_b = data.shape[0], data.shape[1]
     out = _allocate(graph, nodes, data, total_t, total_b, keep)
     bc = min(total_b, chunk or 256)

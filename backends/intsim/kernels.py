@@ -578,10 +578,9 @@ def conv_rows(
     )
 
 
-def synapse_rows(op: QLinear | QConv2d, in_shape: Shape) -> Rows:
-    if isinstance(op, QLinear):
-        return Rows(op.weight.shape[0], dense=op.weight.T, bias=op.bias)
-    return conv_rows(op.weight, op.bias, in_shape, op.stride, op.padding, op.dilation, op.groups)
+def linear_rows(op: QLinear) -> Rows:
+    """A linear op's event rows: row i = W[:, i] (what input i adds to every output)."""
+    return Rows(op.weight.shape[0], dense=op.weight.T, bias=op.bias)
 
 
 def recurrence_rows(rec: DenseRecurrence | ConvRecurrence, shape: Shape) -> Rows:

@@ -53,7 +53,7 @@ import snncompile
 from snncompile import run_integer
 from snncompile.build import write_build
 from snncompile.ir import QLIF, FixedQuant, Graph, Input, Output, QConv2d, QCubaLIF, QLinear
-from snncompile.ir.ops import DenseRecurrence
+from snncompile.ir.ops import DenseRecurrence, OneToOneRecurrence
 from snncompile.targets import load_target
 
 T, B, N_IN = 12, 3, 20
@@ -301,6 +301,91 @@ def test_hand_built_graph_every_rounding_mode(rounding: str, tmp_path: Path) -> 
     np.testing.assert_array_equal(cycles, model.count(run, {**run.spikes, "x": x}).cycles)
 
 
+# ------------------------------------------------------------------------------- random graphs
+
+ROUNDINGS = ("floor", "half_up", "half_down", "half_even", "trunc")
+
+
+def _random_neuron(rng: np.random.Generator, n: int, in_frac: int) -> QLIF | QCubaLIF:
+    """A QLIF or QCubaLIF of ``n`` neurons with every parameter drawn: decays, (per-neuron)
+    thresholds, formats and rounding, reset mode and timing, floor, recurrence."""
+    d = int(rng.integers(1, 9))
+    f = int(rng.integers(0, 6))
+    hi = int(rng.integers(300, 4000))
+    mem = FixedQuant(f, -int(rng.integers(300, 4000)), hi, str(rng.choice(ROUNDINGS)))
+    thr = rng.integers(1, min(hi, 200), n if rng.random() < 0.5 else 1)
+    thr = thr if thr.size > 1 else np.array(thr[0])
+    beta = np.array(int(rng.integers(0, (1 << d) + 1)))
+    rec_frac = int(rng.integers(0, 7))
+    kind = rng.integers(0, 3)  # no recurrence, dense, one-to-one
+    if kind == 1:
+        rec = DenseRecurrence(
+            rng.integers(-40, 40, (n, n)), rng.integers(-8, 8, n) if rng.random() < 0.5 else None
+        )
+    elif kind == 2:
+        rec = OneToOneRecurrence(rng.integers(-60, 60, n if rng.random() < 0.5 else 1))
+    else:
+        rec = None
+    reset = str(rng.choice(["subtract", "zero", "none"]))
+    delay = bool(rng.random() < 0.7)
+    if rng.random() < 0.3:  # CubaLIF: dense or no recurrence
+        a = int(rng.integers(1, 9))
+        syn = FixedQuant(int(rng.integers(0, 5)), -int(rng.integers(300, 2000)), int(rng.integers(300, 2000)),
+                         str(rng.choice(ROUNDINGS)))  # fmt: skip
+        return QCubaLIF(np.array(int(rng.integers(0, (1 << a) + 1))), a, beta, d, thr, mem, syn,
+                        in_frac=in_frac, reset=reset, reset_delay=delay,
+                        recurrence=rec if kind != 2 else None, rec_frac=rec_frac)  # fmt: skip
+    floor = -int(rng.integers(0, -mem.lo + 1)) if rng.random() < 0.3 else None
+    return QLIF(beta, d, thr, mem, in_frac=in_frac, reset=reset, reset_delay=delay,
+                zero_mode=str(rng.choice(["keep_input", "drop_update"])), recurrence=rec,
+                rec_frac=rec_frac, floor=floor)  # fmt: skip
+
+
+def _random_graph(seed: int) -> Graph:
+    """1 to 3 layers of 2 to 20 neurons on 4 to 24 binary inputs, every parameter drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    g = Graph()
+    n_prev = int(rng.integers(4, 25))
+    g.add("x", Input((n_prev,), frac=0))
+    src = "x"
+    for i in range(int(rng.integers(1, 4))):
+        n = int(rng.integers(2, 21))
+        k = int(rng.integers(0, 5))
+        w = rng.integers(-90, 128, (n, n_prev))  # 8-bit weights on 2^-k
+        bias = rng.integers(-(8 << k), (8 << k) + 1, n) if rng.random() < 0.6 else None
+        g.add(f"fc{i}", QLinear(w, bias, weight_frac=k), [src])
+        g.add(f"n{i}", _random_neuron(rng, n, k), [f"fc{i}"])
+        src, n_prev = f"n{i}", n
+    g.add("o", Output(), [src])
+    g.verify()
+    return g
+
+
+RANDOM_SEEDS = range(8)
+
+
+def test_random_graphs_equal_the_reference_interpreter_and_the_cycle_model(tmp_path: Path) -> None:
+    """Random graphs and random spike inputs (seeds 0-7, named on failure) run on the core give the
+    reference interpreter's spikes and the cycle model's cycles at every step."""
+    target = load_target("default")
+    fired = 0
+    for seed in RANDOM_SEEDS:
+        graph = _random_graph(seed)
+        image = tmp_path / f"seed{seed}"
+        image.mkdir()
+        write_image(graph, target, image)
+        rng = np.random.default_rng(1000 + seed)
+        n_in = graph.shapes()["x"][0]
+        x = (rng.random((10, 2, n_in)) < rng.uniform(0.15, 0.6)).astype(np.float64)
+        spikes, cycles = rtl_simulate(image, x)
+        run = run_integer(graph, x)
+        model = CycleModel(graph, target).count(run, {**run.spikes, "x": x})
+        assert np.array_equal(spikes, run.output), f"seed {seed}: spikes differ"
+        assert np.array_equal(cycles, model.cycles), f"seed {seed}: cycles differ"
+        fired += bool(sum(int(v.sum()) for v in run.spikes.values()) > 0)
+    assert fired >= len(RANDOM_SEEDS) // 2  # most random networks are active
+
+
 # ------------------------------------------------------------------------------- refusals, golden, synth
 
 
@@ -354,22 +439,37 @@ MODEL_FILE = (
 def test_synthesis_figures_land_in_the_compile_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`compile --synth` runs yosys on the core for the target's family and reports its resources."""
-    require_tool("yosys", "yosys")
+    """`compile --synth` implements the core behind its host interface on the target's part at the
+    target's lanes and widths, and says whether it fits (every count against the part's resources)."""
+    for tool, package in (
+        ("yosys", "yosys"),
+        ("nextpnr-ice40", "nextpnr-ice40"),
+        ("icepack", "fpga-icestorm"),
+    ):
+        require_tool(tool, package)
     from click.testing import CliRunner
+    from snncompile.backends.rtl.driver import PARTS
 
     from snncompile.cli import main
 
     (tmp_path / "m.py").write_text(MODEL_FILE)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(
-        main, ["compile", "m.py:build", "--target", "artix7-100t", "--synth", "-o", "b"]
+        main, ["compile", "m.py:build", "--target", "ice40up5k", "--synth", "-o", "b"]
     )
     assert result.exit_code == 0, result.stderr
     figures = json.loads((tmp_path / "b" / "report.json").read_text())["synthesis"]
-    assert figures["luts"] > 0 and figures["flip_flops"] > 0
-    assert figures["block_rams"] >= 0 and figures["dsps"] >= 0
-    assert "synthesis of the reference core (synth_xilinx" in (tmp_path / "b" / "report.txt").read_text()
+    target, part = load_target("ice40up5k"), PARTS["ice40"]
+    assert figures["parameters"]["LANES"] == target.micro.lanes and figures["parameters"]["S_W"] == 16
+    assert figures["clock_mhz"] == target.micro.clock_mhz and figures["luts"] > 0
+    over = [k for k in ("luts", "flip_flops", "block_rams", "dsps") if figures[k] > getattr(part, k)]
+    if over:  # not placed: no timing, no bitstream, and the report says what does not fit
+        assert not figures["fits"] and figures["fmax_mhz"] is None and figures["bitstream"] is None
+        assert all(any(k.replace("_", " ") in p for p in figures["problems"]) for k in over)
+    else:
+        assert figures["fits"] == (figures["bitstream"] is not None)
+        assert figures["meets_timing"] == (figures["fmax_mhz"] >= target.micro.clock_mhz)
+    assert "synthesis of the reference core (synth_ice40" in (tmp_path / "b" / "report.txt").read_text()
 
 
 COUNTER = """module snn_host(input wire clk, output reg [7:0] q);

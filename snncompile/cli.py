@@ -16,6 +16,7 @@ import click
 
 from snncompile._version import __version__
 from snncompile.errors import GraphError, InputError, QuantizationError, SnnCompileError
+from snncompile.sweep.command import sweep as sweep_command
 
 if TYPE_CHECKING:
     import numpy as np
@@ -629,3 +630,6 @@ def rtl_sim(ctx: click.Context, build: str, input_path: str, output_path: str) -
             f"RTL simulated {x.shape[0]} steps x {x.shape[1]} samples: {int(np.count_nonzero(spikes))} output "
             f"spikes, {int(cycles.sum()):,} cycles -> {output_path}"
         )
+
+
+main.add_command(sweep_command)

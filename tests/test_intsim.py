@@ -355,14 +355,14 @@ def conv_graph(wmax: int) -> Graph:
 
 
 @pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")
-@pytest.mark.parametrize("path", ["blas-f32", "event"])
+@pytest.mark.parametrize("path", ["blas-f32", "event", "onednn-f32"])
 def test_conv_is_exact_whatever_torch_backend(path: str) -> None:
     """The dense conv path is unfold + matrix product at IEEE float32 precision, so disabling oneDNN (torch
     then takes NNPACK or its slow path) or asking for reduced matmul precision changes no bit."""
     g = conv_graph(2**10)
     x = (np.random.default_rng(0).random((4, 5, 3, 9, 9)) < 0.5).astype(np.float32)
     reference = run_integer(g, x)
-    paths = {"conv": path, "fc": path}
+    paths = {"conv": path, "fc": "blas-f32" if path == "onednn-f32" else path}
     saved = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("medium")
@@ -460,6 +460,23 @@ def test_conv_paths_equal_the_reference_on_any_geometry(
     expected = eval_qconv2d(op, [x.astype(np.int64)], {"n": 0})[0]
     events, bad = EventConv(op, (c_in, h, w), np.int32).run(np.ascontiguousarray(x.astype(np.int8)), 2)
     assert bad == 0 and np.array_equal(events, expected)
-    for path in ("blas-f32", "blas-f64", "int64"):
+    for path in ("blas-f32", "blas-f64", "int64", "onednn-f32"):
         dense = DenseSynapses(op, path)(x.reshape(6, c_in, h, w).astype(np.int8)).reshape(expected.shape)
         assert np.array_equal(dense, expected), path
+
+
+def test_a_conv_backend_that_is_not_exact_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oneDNN conv path checks its first chunk against the event-driven kernel: a backend that
+    returns other numbers (here: off by 0.5 in one output) is dropped for im2col, and the run is exact."""
+    g = conv_graph(2**10)
+    x = (np.random.default_rng(2).random((4, 3, 3, 9, 9)) < 0.5).astype(np.float32)
+    conv2d = torch.nn.functional.conv2d
+
+    def wrong(*args: object, **kwargs: object) -> torch.Tensor:
+        y = conv2d(*args, **kwargs)  # type: ignore[arg-type]
+        y.view(-1)[7] += 0.5
+        return y
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", wrong)
+    run = simulate(g, x, paths={"conv": "onednn-f32", "fc": "blas-f32"}, steps=1, progress=False)
+    assert_same(run, run_integer(g, x))

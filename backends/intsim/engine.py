@@ -60,7 +60,7 @@ from snncompile.passes.ranges import RangeReport, analyze_ranges
 
 Array = np.ndarray
 Path = str
-PATHS: tuple[Path, ...] = ("event", "int8-mm", "blas-f32", "blas-f64", "int64")
+PATHS: tuple[Path, ...] = ("event", "int8-mm", "onednn-f32", "blas-f32", "blas-f64", "int64")
 #: the bytes of intermediate values one chunk may hold (sizes its rows = samples x steps)
 CHUNK_BYTES = 48 << 20
 #: densities at which the event path is timed (its cost is linear in the density between them)
@@ -100,6 +100,8 @@ def legal_paths(op: QLinear | QConv2d, input_max: int, bits: int) -> list[Path]:
     out = ["event"]
     if _int8_ok(op, input_max, bits):
         out.append("int8-mm")
+    if isinstance(op, QConv2d) and bits <= 24 and torch.backends.mkldnn.is_available():
+        out.append("onednn-f32")
     out += ["blas-f32"] if bits <= 24 else ["blas-f64"] if bits <= 53 else ["int64"]
     return out
 
@@ -141,8 +143,8 @@ class DenseSynapses:
 
     def __init__(self, op: QLinear | QConv2d, path: Path) -> None:
         self.op, self.path = op, path
-        if path in ("blas-f32", "blas-f64"):
-            self.w, self.b = _weights(op, path)
+        if path in ("blas-f32", "blas-f64", "onednn-f32"):
+            self.w, self.b = _weights(op, "blas-f64" if path == "blas-f64" else "blas-f32")
         elif path == "int8-mm":
             self.w8 = torch.from_numpy(np.ascontiguousarray(op.weight.T, dtype=np.int8))
             self.b32 = None if op.bias is None else op.bias.astype(np.int32)
@@ -162,7 +164,19 @@ class DenseSynapses:
         with tuning.exact_float():
             if isinstance(self.op, QLinear):
                 return F.linear(_float(x, self.path), self.w, self.b).numpy()
+            if self.path == "onednn-f32":
+                return self._onednn(x)
             return self._conv(x)
+
+    def _onednn(self, x: Array) -> Array:
+        """The conv through oneDNN's direct float32 convolution (plain dot products, exact below 2**24),
+        pinned on whatever the caller's backend flags say and never NNPACK's transforms. The run checks
+        its first chunk against the event-driven kernel (:class:`_Node`)."""
+        op = self.op
+        assert isinstance(op, QConv2d)
+        with torch.backends.mkldnn.flags(enabled=True), torch.backends.nnpack.flags(enabled=False):
+            y = F.conv2d(_float(x, "blas-f32"), self.w, self.b, op.stride, op.padding, op.dilation, op.groups)
+        return y.numpy()
 
     def _conv(self, x: Array) -> Array:
         """The conv as one matrix product per group over the im2col columns: plain dot products."""
@@ -173,7 +187,7 @@ class DenseSynapses:
         (sh, sw), (ph, pw), (dh, dw) = op.stride, op.padding, op.dilation
         oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
         ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        dtype = np.float32 if self.path == "blas-f32" else np.float64
+        dtype = np.float64 if self.path == "blas-f64" else np.float32
         geo = conv_geometry(op.stride, op.padding, op.dilation, cin_g)
         cols = torch.from_numpy(im2col(np.ascontiguousarray(x), (kh, kw), (oh, ow), geo, dtype))
         cols = cols.reshape(x.shape[0] * oh * ow, -1)
@@ -392,6 +406,7 @@ class _Node:
         self.kernel: NeuronKernel | None = None
         self.fused_kernel: NeuronKernel | None = None
         self.source: _Node | None = None  # a neuron's fused synapse node
+        self.verified = False  # a conv's oneDNN path, once checked
         if isinstance(self.op, QLinear | QConv2d):
             assert choice is not None
             in_shape = self.in_shape = graph.shapes()[self.args[0]]
@@ -401,6 +416,19 @@ class _Node:
                 self.event = _event_op(self.op, in_shape, _acc_dtype(self.bits))
         if isinstance(self.op, QLIF | QCubaLIF):
             self.kernel = NeuronKernel(self.op, self.shape, record)
+
+    def verify(self, x: Array, value: Array) -> Array:
+        """The first chunk of a conv on the oneDNN path, checked against the event-driven kernel; on a
+        mismatch (a backend that is not plain dot products) the node falls back to im2col for good."""
+        assert isinstance(self.op, QConv2d)
+        expected, _ = _event_op(self.op, self.in_shape, _acc_dtype(self.bits)).run(
+            np.ascontiguousarray(x), 1 << 62
+        )
+        self.verified = True
+        if not np.array_equal(value, expected):
+            self.dense = DenseSynapses(self.op, "blas-f32")
+            return expected
+        return value
 
     def fuse(self, syn: _Node) -> None:
         """Lets this neuron accumulate ``syn``'s (a linear op's) events itself."""
@@ -659,6 +687,8 @@ def _run_chunk(
                 assert node.dense is not None
                 arg = checked(node.args[0], codes=path == "int8-mm")
                 value = node.dense(arg.reshape(tc * bc, *arg.shape[2:])).reshape(tc, bc, *node.shape)
+                if path == "onednn-f32" and not node.verified:
+                    value = node.verify(arg.reshape(tc, bc, *node.in_shape), value)
         elif node.kernel is not None:
             value = _neuron(graph, node, values, skipped, checked, states[name], out, where, raw_input)
         elif isinstance(op, MaxPool2d | SumPool2d | AvgPool2d):

@@ -411,7 +411,7 @@ def test_kernel_timings_are_cached_per_machine(monkeypatch: pytest.MonkeyPatch, 
     text = describe_plan(g, again)
     assert tuning.machine()["cpu"] in text and "event@0.05" in text and "blas-f32" in text
     for choice in again.values():
-        best_dense = min(choice.costs[p] for p in ("blas-f32", "int8-mm") if p in choice.costs)
+        best_dense = min(cost for p, cost in choice.costs.items() if not p.startswith("event"))
         assert choice.costs[choice.dense] == best_dense  # never a slower dense path than another exact one
     tuning._cache.cache_clear()
 

@@ -100,7 +100,7 @@ def legal_paths(op: QLinear | QConv2d, input_max: int, bits: int) -> list[Path]:
     out = ["event"]
     if _int8_ok(op, input_max, bits):
         out.append("int8-mm")
-    if isinstance(op, QConv2d) and bits <= 24 and torch.backends.mkldnn.is_available():
+    if isinstance(op, QConv2d) and bits <= 24 and torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
         out.append("onednn-f32")
     out += ["blas-f32"] if bits <= 24 else ["blas-f64"] if bits <= 53 else ["int64"]
     return out

@@ -209,6 +209,26 @@ def test_host_interface_loads_the_image_runs_it_and_flags_errors(
     assert sim.spikes[:, 0].sum() > 0
 
 
+def test_core_invariants_stop_a_layer_table_that_reads_beyond_its_memory(
+    builds: dict[str, tuple[snncompile.Program, Path]],
+) -> None:
+    """The host interface loads words unchecked; the core's simulation invariants stop a linear
+    record whose synapse rows reach beyond the synapse memory (instead of reading other words)."""
+    from snncompile.backends.image import load_image
+    from snncompile.backends.image.layout import RECORD, RECORD_FIELDS
+    from snncompile.backends.rtl import RtlToolError
+
+    _, path = builds["mlp_subtract"]
+    records = load_image(path / "image").memories["layers"].words.reshape(-1, RECORD)
+    linear = int(np.flatnonzero(records[:, RECORD_FIELDS.index("opcode")] == 3)[0])
+    bad_base = host_command(
+        "load", (0, 1), (linear * RECORD + RECORD_FIELDS.index("syn_base"), 4), (1 << 30, 8)
+    )
+    stream = [host_load(path), bad_base, host_command("init"), None, host_step(np.array([0, 1])), None]
+    with pytest.raises(RtlToolError, match=r"synapse address .* beyond SYN_DEPTH"):
+        host_simulate(path, stream)
+
+
 # ------------------------------------------------------------------------------- unrolled convs
 
 CONVS = {

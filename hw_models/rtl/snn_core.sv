@@ -216,6 +216,29 @@ module snn_core #(
     wire last_chunk = (chunk + 1 == chunks_cur);
     wire [31:0] issue_cycles = (n_cur + UL - 1) / UL;
 
+`ifndef SYNTHESIS
+    // invariants, checked every cycle in simulation ($fatal names the broken one): the sequencer in a
+    // legal state on a decoded layer, event pointers within their lists, every address a step uses
+    // within its memory (a layer table that passes them would read or write another layer's words)
+    wire [31:0] row_end = (state == S_FF ? l_syn[cur] + ff_ev_cur * n_cur : l_rbase[cur] + rec_ev_cur * n_cur) + n_cur;
+    always @(posedge clk) if (!rst) begin
+        if (state > S_DONE) $fatal(1, "snn_core: illegal sequencer state %0d", state);
+        if (in_cnt > IN_DEPTH) $fatal(1, "snn_core: %0d input events, the list holds %0d", in_cnt, IN_DEPTH);
+        if (state == S_FF || state == S_REC || state == S_UPD) begin
+            if (cur >= n_layers) $fatal(1, "snn_core: layer %0d of %0d", cur, n_layers);
+            if (nb_cur + n_cur > NEUR_DEPTH)
+                $fatal(1, "snn_core: layer %0d: neurons [%0d, %0d) beyond NEUR_DEPTH %0d", cur, nb_cur, nb_cur + n_cur, NEUR_DEPTH);
+            if (l_sbase[cur] + (l_cuba[cur] ? 2 : 1) * n_cur > STATE_DEPTH)
+                $fatal(1, "snn_core: layer %0d: state words beyond STATE_DEPTH %0d", cur, STATE_DEPTH);
+        end
+        if (state == S_FF && ev_i >= ff_cnt_cur) $fatal(1, "snn_core: layer %0d: event %0d of %0d", cur, ev_i, ff_cnt_cur);
+        if (state == S_REC && ev_i >= ev_cnt[cur]) $fatal(1, "snn_core: layer %0d: recurrent event %0d of %0d", cur, ev_i, ev_cnt[cur]);
+        if ((state == S_FF || (state == S_REC && l_rkind[cur] == 1)) && row_end > SYN_DEPTH)
+            $fatal(1, "snn_core: layer %0d: synapse address %0d beyond SYN_DEPTH %0d", cur, row_end - 1, SYN_DEPTH);
+        if (state == S_UPD && ev_cnt[cur] > n_cur) $fatal(1, "snn_core: layer %0d: %0d spikes of %0d neurons", cur, ev_cnt[cur], n_cur);
+    end
+`endif
+
     // ------------------------------------------------------------------ update pipeline
     reg              p_v   [0:PIPE_DEPTH-1][0:UL-1];
     reg [IDX_W-1:0]  p_i   [0:PIPE_DEPTH-1][0:UL-1];

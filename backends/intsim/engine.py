@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import warnings
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
@@ -174,8 +175,12 @@ class DenseSynapses:
         its first chunk against the event-driven kernel (:class:`_Node`)."""
         op = self.op
         assert isinstance(op, QConv2d)
-        with torch.backends.mkldnn.flags(enabled=True), torch.backends.nnpack.flags(enabled=False):
-            y = F.conv2d(_float(x, "blas-f32"), self.w, self.b, op.stride, op.padding, op.dilation, op.groups)
+        with warnings.catch_warnings():  # mkldnn.flags() re-sets TF32 on oneDNN, which warns on CPUs
+            warnings.filterwarnings("ignore", "TF32 acceleration on top of oneDNN")
+            with torch.backends.mkldnn.flags(enabled=True), torch.backends.nnpack.flags(enabled=False):
+                y = F.conv2d(
+                    _float(x, "blas-f32"), self.w, self.b, op.stride, op.padding, op.dilation, op.groups
+                )
         return y.numpy()
 
     def _conv(self, x: Array) -> Array:

@@ -11,15 +11,23 @@ from typing import TYPE_CHECKING, Any
 from snncompile.quant.fixed import ROUNDINGS, Fixed, Rounding, round_shift, saturate
 
 if TYPE_CHECKING:
-    from snncompile.quant.qat import DyadicGrid, FixedPoint, PotWeight, QuantLeakyParallel, prepare_qat
+    from snncompile.quant.qat import (
+        DyadicGrid,
+        FixedPoint,
+        InputQuant,
+        PotWeight,
+        QuantLeakyParallel,
+        prepare_qat,
+    )
 
-_QAT = ("DyadicGrid", "FixedPoint", "PotWeight", "QuantLeakyParallel", "prepare_qat")
+_QAT = ("DyadicGrid", "FixedPoint", "InputQuant", "PotWeight", "QuantLeakyParallel", "prepare_qat")
 
 __all__ = [
     "ROUNDINGS",
     "DyadicGrid",
     "Fixed",
     "FixedPoint",
+    "InputQuant",
     "PotWeight",
     "QuantLeakyParallel",
     "Rounding",

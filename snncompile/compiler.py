@@ -17,7 +17,7 @@ from snncompile.backends.intsim.kernels import spike_range
 from snncompile.errors import InputError, SnnCompileError
 from snncompile.frontend import TracedForward, trace_forward
 from snncompile.interpreters.common import Outputs, Run, as_input, kept_nodes
-from snncompile.ir import Graph, Input
+from snncompile.ir import Graph, Input, InputGrid
 from snncompile.passes import RangeReport, analyze_ranges, quantize
 from snncompile.passes.mapping import Mapping, map_graph
 from snncompile.quant.fixed import to_fixed
@@ -120,6 +120,7 @@ def compile(
     target: str | Target = "default",
     example_input: Any = None,
     calibration: Any = None,
+    approximate_state_quant: bool = False,
 ) -> Program:
     """Traces, quantizes and analyses ``module`` for ``target``.
 
@@ -131,6 +132,8 @@ def compile(
     The input format comes from the data: spikes (0/1) unless ``calibration``, or else the example,
     holds other values, whose grid is then read from them (an example of currents without calibration
     data is its own calibration: a QAT model stays exact when the example's values lie on a grid).
+    ``approximate_state_quant`` accepts snnTorch ``state_quant`` tables that no fixed-point format
+    reproduces (see :func:`snncompile.passes.quantize`).
     """
     calib = None
     if calibration is not None:
@@ -146,12 +149,13 @@ def compile(
     else:
         raise InputError("compile needs example_input (what forward takes) or calibration (x[T, B, ...])")
     if calib is None and example_input is not None:
-        program = compile_graph(traced.graph, target)  # a float model is refused here: it needs calibration
+        # a float model is refused here: it needs calibration
+        program = compile_graph(traced.graph, target, None, approximate_state_quant)
         example = traced.sequence(example_input)
         if np.all((example == 0) | (example == 1)):
             return program
         calib = example  # a QAT model fed currents: its input grid comes from the example
-    return compile_graph(traced.graph, target, calib)
+    return compile_graph(traced.graph, target, calib, approximate_state_quant)
 
 
 def trace_sequence(module: nn.Module, x: Any) -> TracedForward:
@@ -176,7 +180,12 @@ def trace_sequence(module: nn.Module, x: Any) -> TracedForward:
     return traced
 
 
-def compile_graph(graph: Graph, target: str | Target = "default", calibration: Any = None) -> Program:
+def compile_graph(
+    graph: Graph,
+    target: str | Target = "default",
+    calibration: Any = None,
+    approximate_state_quant: bool = False,
+) -> Program:
     """Quantizes, analyses and maps a float graph (traced, imported from NIR or loaded) for ``target``."""
     tgt = load_target(target)
     calib = None
@@ -184,8 +193,9 @@ def compile_graph(graph: Graph, target: str | Target = "default", calibration: A
         op = graph.op(graph.input_name)
         assert isinstance(op, Input)
         calib = as_input(calibration, op.shape)
-    result = quantize(graph, tgt, calib)
-    binary = calib is None or bool(np.all((calib == 0) | (calib == 1)))
+    result = quantize(graph, tgt, calib, approximate_state_quant)
+    declared = any(isinstance(graph.op(n), InputGrid) for n in graph)  # the model quantizes currents
+    binary = not declared and (calib is None or bool(np.all((calib == 0) | (calib == 1))))
     input_max = 1 if binary else 1 << (tgt.input_bits - 1)
     ranges = analyze_ranges(result.graph, input_max)
     memories = encode(result.graph, tgt)

@@ -85,10 +85,10 @@ def test_every_error_is_an_snncompile_error(cls: type[Exception]) -> None:
     [
         (nn.ReLU(), "torch.nn.modules.activation.ReLU"),
         (nn.LSTM(16, 16), "torch.nn.modules.rnn.LSTM"),
-        (nn.BatchNorm1d(16), "torch.nn.modules.batchnorm.BatchNorm1d"),
+        (nn.LayerNorm(16), "torch.nn.modules.normalization.LayerNorm"),
         (nn.Sigmoid(), "torch.nn.modules.activation.Sigmoid"),
     ],
-    ids=["ReLU", "LSTM", "BatchNorm1d", "Sigmoid"],
+    ids=["ReLU", "LSTM", "LayerNorm", "Sigmoid"],
 )
 def test_unsupported_module_in_sequential(bad: nn.Module, qualname: str) -> None:
     net = nn.Sequential(nn.Linear(N_IN, 16), bad, leaky())

@@ -15,6 +15,7 @@ from snncompile.ir import (
     LIF,
     QLIF,
     AvgPool2d,
+    BatchNorm,
     Conv2d,
     ConvRecurrence,
     CubaLIF,
@@ -23,6 +24,7 @@ from snncompile.ir import (
     Flatten,
     Graph,
     Input,
+    InputGrid,
     LevelTable,
     Linear,
     MaxPool2d,
@@ -169,7 +171,19 @@ def fixed_graph() -> Graph:
     return g
 
 
-GRAPHS = [conv_graph, dense_graph, fixed_graph]
+def normalized_graph() -> Graph:
+    """An input quantizer and an eval-mode BatchNorm (float ops folded away before quantizing)."""
+    g = Graph(whole_sequence=False)
+    g.add("x", Input((12,)))
+    g.add("grid", InputGrid(4, -127, 127), ["x"])
+    g.add("fc", Linear(f32(6, 12), f32(6)), ["grid"])
+    g.add("bn", BatchNorm(f32(6), f32(6) ** 2 + 0.1, f32(6), None, 1e-3), ["fc"])
+    g.add("a", LIF(np.array(0.5, np.float32), np.array(1.0, np.float32)), ["bn"])
+    g.add("out", Output(), ["a"])
+    return g
+
+
+GRAPHS = [conv_graph, dense_graph, fixed_graph, normalized_graph]
 
 
 def test_the_graphs_cover_every_ir_type() -> None:

@@ -14,6 +14,7 @@ how forward's argument and return values map onto a run of the graph (:mod:`.tra
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import operator
@@ -42,6 +43,7 @@ from snncompile.frontend.traced import ForwardOutput, InputMode, TracedForward
 from snncompile.ir import (
     LIF,
     AvgPool2d,
+    BatchNorm,
     Conv2d,
     ConvRecurrence,
     CubaLIF,
@@ -50,6 +52,7 @@ from snncompile.ir import (
     Flatten,
     Graph,
     Input,
+    InputGrid,
     LevelTable,
     Linear,
     MaxPool2d,
@@ -61,7 +64,7 @@ from snncompile.ir import (
     Reset,
     Shape,
 )
-from snncompile.quant.qat import FixedPoint, QuantLeakyParallel
+from snncompile.quant.qat import FixedPoint, InputQuant, QuantLeakyParallel
 from snncompile.registry import registrar
 
 # ------------------------------------------------------------------------------------ values
@@ -408,6 +411,39 @@ def _pair(v: Any) -> tuple[int, int]:
     return (int(a), int(b))
 
 
+_BATCHNORM_DIMS: dict[type[nn.Module], tuple[int, ...]] = {nn.BatchNorm1d: (1, 2), nn.BatchNorm2d: (3,)}
+
+
+@handles(nn.BatchNorm1d, nn.BatchNorm2d)
+def _batchnorm(ctx: Context, path: str, m: Any, x: str) -> Value:
+    """Eval-mode batch normalization with the running statistics (see :class:`BatchNorm`)."""
+    name = type(m).__name__
+    if m.training:
+        raise UnsupportedModuleError(
+            f"module {path!r} ({name}) is in training mode, where it normalizes by each batch's own "
+            "statistics; call model.eval() before compiling (the compiled network uses the running statistics)"
+        )
+    if m.running_mean is None or m.running_var is None:
+        raise UnsupportedModuleError(
+            f"module {path!r} ({name}) has track_running_stats=False, so it always normalizes by the batch's "
+            "own statistics; build it with track_running_stats=True to compile it"
+        )
+    shape = ctx.shapes[x]
+    if len(shape) not in _BATCHNORM_DIMS[type(m)]:
+        expected = " or ".join(f"{d + 1}-d" for d in _BATCHNORM_DIMS[type(m)])
+        raise UnsupportedModuleError(
+            f"module {path!r} ({name}) receives a {len(shape) + 1}-d input (B, *{shape}); expected {expected}"
+        )
+    op = BatchNorm(
+        _array(path, "running_mean", m.running_mean),
+        _array(path, "running_var", m.running_var),
+        _opt_array(path, "weight", m.weight),
+        _opt_array(path, "bias", m.bias),
+        float(m.eps),
+    )
+    return Value(ctx.add(path, op, (x,)))
+
+
 @handles(nn.AvgPool2d)
 def _avgpool(ctx: Context, path: str, m: Any, x: str) -> Value:
     kernel = _pair(m.kernel_size)
@@ -561,7 +597,11 @@ class _Converter:
                 f"forward takes a second argument {node.name!r}; snncompile traces single-step modules "
                 "whose only argument is the input (neurons keep their state: init_hidden=True)"
             )
-        self.values[node] = Value(self.ctx.add("input", Input(self.input_shape), ()))
+        x = self.ctx.add("input", Input(self.input_shape), ())
+        quant = _input_quant(self.module)
+        if quant is not None:  # prepare_qat(input_frac=): the model rounds its input currents
+            x = self.ctx.add("qat_input", InputGrid(quant.frac, -quant.limit, quant.limit), (x,))
+        self.values[node] = Value(x)
 
     def call_module(self, node: fx.Node) -> None:
         target = str(node.target)
@@ -710,6 +750,11 @@ class _Converter:
         self.values[node] = _flatten_dims(self.ctx, node.name, x, start, end)
 
 
+def _input_quant(module: nn.Module) -> InputQuant | None:
+    q = getattr(module, "qat_input", None)
+    return q if isinstance(q, InputQuant) else None
+
+
 def _is_time_loop(fx_graph: fx.Graph, module: nn.Module) -> bool:
     """Whether torch.fx unrolled a time loop: a neuron called more than once, or a neuron state read in
     forward (``init_leaky()``); such a forward is recorded and folded by :mod:`.unroll` instead."""
@@ -751,6 +796,12 @@ def trace_forward(module: nn.Module, example_input: Any) -> TracedForward:
         raise TraceError(
             f"example_input must be one time step shaped (B, *input_shape), got shape {shape or 'none'}"
         )
+    quant = _input_quant(module)
+    with quant.bypassed() if quant is not None else contextlib.nullcontext():
+        return _trace_forward(module, example_input, shape)
+
+
+def _trace_forward(module: nn.Module, example_input: Any, shape: Shape) -> TracedForward:
     fx_error: str | None = None
     try:
         with unroll.preserved(module):  # forward may call init_leaky(), which replaces the state

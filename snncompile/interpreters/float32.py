@@ -25,6 +25,7 @@ from snncompile.interpreters.common import Run, as_input, kept_nodes, output_val
 from snncompile.ir import (
     LIF,
     AvgPool2d,
+    BatchNorm,
     Conv2d,
     ConvRecurrence,
     CubaLIF,
@@ -32,6 +33,7 @@ from snncompile.ir import (
     Flatten,
     Graph,
     Input,
+    InputGrid,
     LevelTable,
     Linear,
     MaxPool2d,
@@ -219,6 +221,18 @@ def eval_scale(op: Scale, args: list[Tensor], whole_sequence: bool) -> tuple[Ten
     return args[0] * _tt(op.scale), {}
 
 
+def eval_batchnorm(op: BatchNorm, args: list[Tensor], whole_sequence: bool) -> tuple[Tensor, States]:
+    """torch's own eval-mode batch_norm on every step ``x[t]`` (B, C, ...), as the module runs it."""
+    mean, var, w, b = _tt(op.mean), _tt(op.var), _t(op.weight), _t(op.bias)
+    return _per_step(
+        lambda v: F.batch_norm(v, mean, var, w, b, False, 0.0, op.eps), args[0], whole_sequence
+    ), {}
+
+
+def eval_inputgrid(op: InputGrid, args: list[Tensor], whole_sequence: bool) -> tuple[Tensor, States]:
+    return quantize_tensor(args[0], op.frac, op.lo, op.hi, "half_even"), {}
+
+
 def eval_output(op: Output, args: list[Tensor], whole_sequence: bool) -> tuple[Tensor, States]:
     return args[0], {}
 
@@ -233,6 +247,8 @@ EVAL: dict[type[Op], Rule] = {
     SumPool2d: eval_sumpool,
     Flatten: eval_flatten,
     Scale: eval_scale,
+    BatchNorm: eval_batchnorm,
+    InputGrid: eval_inputgrid,
     Output: eval_output,
 }
 """The float32 rule of every op except Input (whose value is the run's input)."""

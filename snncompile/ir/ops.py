@@ -418,6 +418,66 @@ class Scale(Op):
         return [f"scale={_fmt_array(self.scale)}"]
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class BatchNorm(Op):
+    """Batch normalization in evaluation mode (torch ``BatchNorm1d`` / ``BatchNorm2d`` with running
+    statistics), per channel ``c`` (axis 0 of the per-sample shape (C,), (C, L) or (C, H, W))::
+
+        y[t] = (x[t] - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]
+
+    in float32 as torch computes it (the float interpreter calls ``torch.nn.functional.batch_norm``);
+    ``weight`` / ``bias`` are None without ``affine``. It has no fixed-point form: quantization first
+    folds it into the Linear or Conv2d before it (:mod:`snncompile.passes.fold_batchnorm`).
+    """
+
+    kind: ClassVar[str] = "batchnorm"
+    mean: np.ndarray
+    var: np.ndarray
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    eps: float = 1e-5
+
+    def out_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        (shape,) = in_shapes
+        c = int(self.mean.shape[0]) if self.mean.ndim == 1 else -1
+        fields = [self.mean, self.var] + [a for a in (self.weight, self.bias) if a is not None]
+        if c < 0 or any(a.shape != (c,) for a in fields):
+            raise GraphError(
+                f"batchnorm parameters must all have shape (C,), got {[a.shape for a in fields]}"
+            )
+        if not 1 <= len(shape) <= 3 or shape[0] != c:
+            raise GraphError(f"batchnorm over {c} channels expects an input of shape ({c}, ...), got {shape}")
+        return tuple(shape)
+
+    def attrs(self) -> list[str]:
+        return [f"channels={self.mean.shape[0]}", f"eps={self.eps:g}"] + (
+            [] if self.weight is None else ["affine"]
+        )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class InputGrid(Op):
+    """The network input put on a fixed-point grid (the QAT input quantizer of
+    :func:`snncompile.quant.prepare_qat`): ``y[t] = clamp(round_half_even(x[t] * 2**frac), lo, hi) * 2**-frac``.
+
+    It has no fixed-point form of its own: quantization makes it the input format (the fixed-point
+    ``Input.frac``), which is what a compiled program's ``quantize_input`` rounds currents onto.
+    """
+
+    kind: ClassVar[str] = "inputgrid"
+    frac: int
+    lo: int
+    hi: int
+
+    def out_shape(self, in_shapes: Sequence[Shape]) -> Shape:
+        if self.lo > 0 or self.hi < 0:
+            raise GraphError(f"input grid codes [{self.lo}, {self.hi}] must include 0")
+        return tuple(in_shapes[0])
+
+    def attrs(self) -> list[str]:
+        return [f"codes=[{self.lo}..{self.hi}]/2^{self.frac}"]
+
+
 # ----------------------------------------------------------------------------------- recurrence
 
 
@@ -631,6 +691,8 @@ OPS: dict[str, type[Node]] = {
         SumPool2d,
         Flatten,
         Scale,
+        BatchNorm,
+        InputGrid,
         LIF,
         CubaLIF,
         DenseRecurrence,

@@ -19,6 +19,13 @@ A threshold code ``>= mem.hi`` can never be crossed (``s = m > thr`` and ``m <= 
 state grid chosen here that is an error; from a format the model gives (QAT) it is a note naming how
 many neurons can never fire and how often the float model fired them on the calibration data.
 
+BatchNorm is folded into the synapse op before it first (:mod:`.fold_batchnorm`, noted), and a
+model's input quantizer becomes the input format (:mod:`.fold_input_grid`). An snnTorch ``state_quant``
+table that is not a dyadic uniform grid has no fixed-point form: it is refused unless the caller opts
+into the nearest fixed-point format (``approximate_state_quant=True``); the note then gives the
+measured error of that format over the table's range and, with calibration data, the measured spike
+agreement of the float model with it.
+
 Everything that was rounded is listed in :attr:`QuantizeResult.notes`; nothing is changed silently.
 """
 
@@ -30,9 +37,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from snncompile.errors import GraphError, QuantizationError
-from snncompile.interpreters.float32 import run_float
+from snncompile.interpreters.float32 import _quantize, run_float
 from snncompile.ir import (
     LIF,
     QLIF,
@@ -45,6 +53,7 @@ from snncompile.ir import (
     Flatten,
     Graph,
     Input,
+    InputGrid,
     LevelTable,
     Linear,
     MaxPool2d,
@@ -59,10 +68,13 @@ from snncompile.ir import (
     SumPool2d,
     pool_shift,
 )
+from snncompile.passes.fold_batchnorm import fold_batchnorm
+from snncompile.passes.fold_input_grid import fold_input_grid
 from snncompile.quant.fixed import exact_frac, to_fixed
 from snncompile.targets import Target
 
 _EXACT_LIMIT = 24  # the finest grid (bits after the point) a value may already sit on to count as exact
+GRADED_FRAC = 8  # the grid of a graded-spike factor that lies on no grid (prepare_qat keeps it there)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +97,10 @@ class _State:
     fracs: dict[str, int]
     notes: list[str]
     warnings: int = 0  # notes that warn about the model as given (nothing was rounded for them)
+    approximate: bool = False
+    approximated: dict[str, dict[str, tuple[LevelTable, FixedQuant]]] = dataclasses.field(
+        default_factory=dict
+    )
 
     def note(self, node: str, text: str) -> None:
         self.notes.append(f"{node}: {text}")
@@ -158,20 +174,7 @@ def _state_format(
             )
         return q, True
     if isinstance(q, LevelTable):
-        levels = q.levels.astype(np.float64)
-        steps = np.diff(levels)
-        f = exact_frac(levels, _EXACT_LIMIT)
-        if f is not None and steps.size and np.all(steps == 2.0**-f):
-            return FixedQuant(f, int(levels[0] * 2**f), int(levels[-1] * 2**f), "half_down"), True
-        step = float(np.median(steps)) if steps.size else 1.0
-        f = -math.floor(math.log2(step))
-        approx = FixedQuant(f, math.floor(levels[0] * 2**f), math.ceil(levels[-1] * 2**f), "half_down")
-        st.note(
-            node,
-            f"snnTorch state_quant levels are not a dyadic uniform grid; approximated by "
-            f"{approx.describe()} (not bit-exact with the float model)",
-        )
-        return approx, False
+        return _level_table_format(st, node, var, q)
     if st.ranges is None:
         raise QuantizationError(
             f"node {node!r} has no state quantizer, so its {var} format must come from calibration data: "
@@ -183,6 +186,61 @@ def _state_format(
     held = "" if threshold is None else f" and threshold {thr:.4g}"
     st.note(node, f"{var} format chosen from calibration: peak {peak:.4g}{held} -> s{width}.{f}")
     return FixedQuant(f, -(1 << (width - 1)), (1 << (width - 1)) - 1, st.target.rounding), False
+
+
+def _level_table_format(st: _State, node: str, var: str, q: LevelTable) -> tuple[FixedQuant, bool]:
+    """A dyadic uniform table read exactly (ties go down: ``half_down``); any other table refused, or
+    approximated by the fixed-point format of its median step when the caller opted in."""
+    levels = q.levels.astype(np.float64)
+    steps = np.diff(levels)
+    f = exact_frac(levels, _EXACT_LIMIT)
+    if f is not None and steps.size and np.all(steps == 2.0**-f):
+        return FixedQuant(f, int(levels[0] * 2**f), int(levels[-1] * 2**f), "half_down"), True
+    step = float(np.median(steps)) if steps.size else 1.0
+    f = -math.floor(math.log2(step))
+    approx = FixedQuant(f, math.floor(levels[0] * 2**f), math.ceil(levels[-1] * 2**f), "half_down")
+    spread = f"steps {steps.min():.4g}..{steps.max():.4g}" if steps.size else "one level"
+    if not st.approximate:
+        raise QuantizationError(
+            f"node {node!r}: its {var} state_quant is an snnTorch level table of {levels.size} levels in "
+            f"[{levels[0]:.4g}, {levels[-1]:.4g}] ({spread}), not a dyadic uniform grid, so no fixed-point "
+            f"format reproduces it; train with snncompile.quant.FixedPoint (prepare_qat does), or opt into "
+            f"the nearest format {approx.describe()} with approximate_state_quant=True"
+        )
+    st.approximated.setdefault(node, {})[var] = (q, approx)
+    return approx, False
+
+
+def _measure_approximations(st: _State, calibration: np.ndarray | None) -> None:
+    """One note per approximated level table: the largest difference between the table and its
+    fixed-point format over the table's range, and with calibration data the spike agreement of the
+    float model with the fixed-point formats in place of the tables."""
+    for node, per_var in st.approximated.items():
+        for var, (table, fmt) in per_var.items():
+            lo, hi = float(table.levels[0]), float(table.levels[-1])
+            v = torch.linspace(lo - (hi - lo) / 8, hi + (hi - lo) / 8, 20001)
+            diff = (_quantize(table)(v) - _quantize(fmt)(v)).abs()
+            lsb = 2.0**-fmt.frac
+            st.note(
+                node,
+                f"{var} state_quant table approximated by {fmt.describe()}: differs from it on "
+                f"{float((diff > 0).float().mean()):.1%} of its range, by up to {float(diff.max()) / lsb:.3g} LSB "
+                "(not bit-exact with the float model)",
+            )
+    if calibration is None or not st.approximated:
+        return
+    replaced = st.float_graph
+    for node, per_var in st.approximated.items():
+        op = replaced.op(node)
+        fields = {f"{var}_quant": fmt for var, (_, fmt) in per_var.items()}
+        replaced = replaced.with_op(node, dataclasses.replace(op, **fields))
+    want, got = run_float(st.float_graph, calibration), run_float(replaced, calibration)
+    for node in st.approximated:
+        agree = float(np.mean(want.spikes[node] == got.spikes[node]))
+        st.note(
+            node,
+            f"spike agreement of the float model with the approximated state formats: {agree:.2%} on the calibration data",
+        )
 
 
 def _recurrence(st: _State, node: str, rec: Recurrence | None, g: int) -> tuple[Recurrence | None, int]:
@@ -204,8 +262,8 @@ def _recurrence(st: _State, node: str, rec: Recurrence | None, g: int) -> tuple[
 def _graded(st: _State, node: str, graded: np.ndarray) -> tuple[np.ndarray, int]:
     f = exact_frac(graded, 16)
     if f is None:
-        f = 8
-        st.note(node, "graded spike factor rounded onto 2^-8")
+        f = GRADED_FRAC
+        st.note(node, f"graded spike factor rounded onto 2^-{f}")
     return to_fixed(graded, f), f
 
 
@@ -324,11 +382,21 @@ QUANTIZE: dict[type[Op], Callable[[_State, str, Any, int], Op]] = {
 """How each float op becomes a fixed-point op (stateless ops without parameters are kept)."""
 
 
-def _input_frac(st: _State, calibration: np.ndarray | None) -> int:
+def _input_frac(st: _State, calibration: np.ndarray | None, grid: InputGrid | None) -> int:
+    """The input grid: the model's input quantizer, else exact calibration values, else calibration's
+    range over the target's input codes (noted), else spikes (0)."""
+    bits = st.target.input_bits
+    if grid is not None:
+        limit = (1 << (bits - 1)) - 1
+        if grid.lo < -limit or grid.hi > limit:
+            raise QuantizationError(
+                f"input: the model's input quantizer has codes [{grid.lo}, {grid.hi}]; target "
+                f"{st.target.name!r} takes {bits}-bit inputs [{-limit}, {limit}] (prepare_qat for this target)"
+            )
+        return grid.frac
     if calibration is None:
         return 0
     f = exact_frac(calibration, 16)
-    bits = st.target.input_bits
     peak = float(np.abs(calibration).max(initial=0))
     if f is not None and peak * 2**f < 2 ** (bits - 1):
         return f
@@ -350,21 +418,28 @@ def _calibration_ranges(
     return peaks, {n: int(np.count_nonzero(s)) for n, s in run.spikes.items()}
 
 
-def quantize(graph: Graph, target: Target, calibration: np.ndarray | None = None) -> QuantizeResult:
+def quantize(
+    graph: Graph, target: Target, calibration: np.ndarray | None = None, approximate_state_quant: bool = False
+) -> QuantizeResult:
     """Puts every value of the float ``graph`` on ``target``'s fixed-point grids (see the module doc)."""
     graph.verify()
     ranges, fired = _calibration_ranges(graph, calibration) if calibration is not None else (None, None)
-    st = _State(graph, target, ranges, fired, Graph(), {}, [])
-    for node in graph.topo_order():
-        op = graph.op(node)
+    folded, grid = fold_input_grid(graph)
+    folded, fold_notes = fold_batchnorm(folded)
+    st = _State(
+        graph, target, ranges, fired, Graph(), {}, list(fold_notes), approximate=approximate_state_quant
+    )
+    for node in folded.topo_order():
+        op = folded.op(node)
         if isinstance(op, Input):
-            new: Op = Input(op.shape, _input_frac(st, calibration))
+            new: Op = Input(op.shape, _input_frac(st, calibration, grid))
         else:
             rule = QUANTIZE.get(type(op))
             if rule is None:
                 raise QuantizationError(f"node {node!r}: {op.kind} has no fixed-point form yet")
-            new = rule(st, node, op, st.fracs[graph.args(node)[0]])
-        st.out.add(node, new, graph.args(node), graph.source(node))
+            new = rule(st, node, op, st.fracs[folded.args(node)[0]])
+        st.out.add(node, new, folded.args(node), folded.source(node))
         st.fracs = st.out.fracs()
     st.out.verify()
+    _measure_approximations(st, calibration)
     return QuantizeResult(st.out, tuple(st.notes), len(st.notes) == st.warnings)

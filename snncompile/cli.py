@@ -285,11 +285,11 @@ def simulate(
 
 
 def _synthesis(target: Target) -> dict[str, Any]:
-    """Yosys figures of the reference core for the target's family, or the reason there are none."""
+    """Implementation figures of the reference core at the target's own parameters, or the reason there are none."""
     from snncompile.backends.rtl import RtlUnsupportedError, synthesize
 
     try:
-        figures = synthesize(target.family)
+        figures = synthesize(target)
     except RtlUnsupportedError as e:
         return {"reason": str(e)}
     if figures is None:

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -97,7 +101,7 @@ def client() -> Iterator[Client]:
     """A real LocalCluster: a scheduler on loopback TCP and two single-threaded in-process workers."""
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, protocol="tcp://", dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=False, protocol="tcp://", dashboard_address=":0"
         ) as cluster,
         Client(cluster) as c,
     ):
@@ -259,3 +263,35 @@ def test_command_line_errors_are_one_line(tmp_path: Path, option: str, value: st
     assert result.exit_code == 1
     assert re.fullmatch(message, result.output.strip()), result.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_and_duplicates_no_point(
+    data: dict[str, Any], points: tuple[Point, ...], client: Client, tmp_path: Path
+) -> None:
+    """A worker process is killed while it holds tasks; the nanny restarts it, the scheduler reruns
+    them, and the records equal an undisturbed run's."""
+    args = {"calibration": data["calib"], "labels": data["y"], "progress": False}
+    undisturbed = sweep(build(), points[:4], data["x"], client=client, shard_samples=8, **args)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, dashboard_address=":0", local_directory=tmp_path
+        ) as cluster,
+        Client(cluster) as processes,
+    ):
+        victim = next(iter(cluster.workers.values()))
+        done: dict[str, Any] = {}
+        worker = threading.Thread(
+            target=lambda: done.update(
+                records=sweep(build(), points[:4], data["x"], client=processes, shard_samples=8, **args)
+            )
+        )
+        worker.start()
+        deadline = time.monotonic() + 60
+        while not processes.processing().get(victim.worker_address) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert processes.processing().get(victim.worker_address), "no task reached the worker"
+        os.kill(victim.process.process.pid, signal.SIGKILL)
+        worker.join(timeout=120)
+        assert not worker.is_alive()
+    assert done["records"] == undisturbed

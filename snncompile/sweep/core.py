@@ -355,15 +355,11 @@ def run_points(
     if not points:
         return
     bounds = [(a, min(a + shard_samples, x.shape[1])) for a in range(0, x.shape[1], shard_samples)]
-    pieces: list[Any] = [x[:, a:b] for a, b in bounds]
-    shared: tuple[Any, Any] = (graph, calibration)
-    if client is not None:
-        pieces = client.scatter(pieces, hash=False)
-        shared = tuple(client.scatter(list(shared), hash=False, broadcast=False))
-    g, calib = (
-        dask.delayed(v, name=f"sweep-{n}-{token}") for n, v in zip(("graph", "calib"), shared, strict=True)
-    )
-    xs = [dask.delayed(p, name=f"sweep-x-{token}-{j}") for j, p in enumerate(pieces)]
+    # the data are literals of the graph (not scattered): the scheduler can hand them to another
+    # worker when the one that held them dies
+    g = dask.delayed(graph, name=f"sweep-graph-{token}")
+    calib = dask.delayed(calibration, name=f"sweep-calib-{token}")
+    xs = [dask.delayed(x[:, a:b], name=f"sweep-x-{token}-{j}") for j, (a, b) in enumerate(bounds)]
     refs = [
         dask.delayed(float_reference)(g, xs[j], dask_key_name=f"sweep-float-{token}-{j}")
         for j in range(len(xs))

@@ -116,6 +116,7 @@ def plot_png(records: Sequence[Record]) -> bytes:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     measured = [r for r in records if r["ok"]]
     label = "accuracy (%)" if measured and measured[0]["accuracy"] is not None else "agreement with float (%)"
@@ -134,11 +135,15 @@ def plot_png(records: Sequence[Record]) -> bytes:
                 drawstyle="steps-post", label="frontier")  # fmt: skip
         ax.scatter([r[cost] * scale for r in front], [100 * score(r) for r in front], s=90,
                    facecolors="none", edgecolors="k")  # fmt: skip
-        ax.set_xscale("log")
+        if cost == "energy_j":  # energies span decades across targets; memories do not
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower right")
+    axes[0].legend(fontsize=8, loc="center right")
     fig.suptitle(f"{len(measured)} of {len(records)} design points measured")
     fig.tight_layout()
     buf = io.BytesIO()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import re
 import shutil
@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from snncompile.backends.image import read_image, write_image
 
 from snncompile.cli import main
+from snncompile.targets import load_target
 
 MODEL = """
 import torch, snntorch as snn
@@ -53,16 +55,20 @@ def test_qat_model_is_bit_exact(files: Path) -> None:
     assert re.search(r"^accuracy: torch \d+\.\d\d%, hardware \d+\.\d\d%$", out, re.M)
 
 
-def _perturb(build: Path, out: Path, word: int) -> None:
+def _perturb(build: Path, out: Path, neuron: int) -> None:
+    """A copy of ``build`` whose image is rewritten, consistently in every file, with the weight from
+    input 0 to hidden neuron ``neuron`` of layer 'linear_0' raised by 9 (the words, formats and hashes
+    all agree, so the build reads as a well-formed other program)."""
     shutil.copytree(build, out)
-    manifest = json.loads((out / "image" / "manifest.json").read_text())
-    data = bytearray((out / "image" / "synapse.bin").read_bytes())
-    data[word] = (data[word] + 9) % 256
-    (out / "image" / "synapse.bin").write_bytes(bytes(data))
-    for entry in manifest["memories"]:
-        if entry["name"] == "synapse":
-            entry["sha256"]["bin"] = hashlib.sha256(bytes(data)).hexdigest()
-    (out / "image" / "manifest.json").write_text(json.dumps(manifest))
+    graph = read_image(out / "image")
+    op = graph.op("linear_0")
+    weight = np.array(op.weight)  # type: ignore[attr-defined]
+    weight[neuron, 0] += 9
+    write_image(
+        graph.with_op("linear_0", dataclasses.replace(op, weight=weight)),
+        load_target("artix7-100t"),
+        out / "image",
+    )  # type: ignore[type-var]
 
 
 def test_perturbed_build_reports_the_first_divergence(files: Path) -> None:
@@ -74,7 +80,6 @@ def test_perturbed_build_reports_the_first_divergence(files: Path) -> None:
         "verify", f"{files}/model.py:qat", "--input", f"{files}/x.npz", "--build", f"{files}/build"
     )
     assert code == 0 and out.startswith("bit-exact")
-    # synapse word 5 is W.T[0, 5]: the weight from input 0 to hidden neuron 5 of layer 'linear_0'
     _perturb(files / "build", files / "bad", 5)
     code, out, _ = invoke(
         "verify", f"{files}/model.py:qat", "--input", f"{files}/x.npz", "--build", f"{files}/bad"

@@ -492,11 +492,7 @@ def _read_input(graph: Graph, x: Any, raw_ok: bool) -> tuple[Array, int, bool]:
         if found is not None:
             return found[0], found[1], False
     codes = input_codes(graph, x, None)  # the smallest integer type: spikes take one byte each
-    peak = (
-        int(np.abs(codes).max(initial=0))
-        if codes.dtype != np.int8
-        else int(np.abs(codes.astype(np.int16)).max(initial=0))
-    )
+    peak = max(-int(codes.min()), int(codes.max()))  # one pass each, no copy
     return codes, peak, False
 
 

@@ -295,3 +295,24 @@ def test_a_killed_worker_loses_and_duplicates_no_point(
         worker.join(timeout=120)
         assert not worker.is_alive()
     assert done["records"] == undisturbed
+
+
+def test_a_point_replaces_only_the_widths_it_names() -> None:
+    base = snncompile.load_target("zu3eg")
+    target = Point("zu3eg", 6, 12, 5).configure()
+    assert (target.weight_bits, target.state.width, target.decay_frac) == (6, 12, 5)
+    assert (
+        dataclasses.replace(
+            target, weight_bits=base.weight_bits, state=base.state, decay_frac=base.decay_frac
+        )
+        == base
+    )
+    assert Point("zu3eg", 6, 12).configure().decay_frac == base.decay_frac
+    assert [p.key for p in grid(["zu3eg"], [4], [12, 16], [5, 7])] == [
+        "zu3eg-w4-s12-d5", "zu3eg-w4-s12-d7", "zu3eg-w4-s16-d5", "zu3eg-w4-s16-d7",
+    ]  # fmt: skip
+    with pytest.raises(
+        InputError,
+        match=r"^sweep point zu3eg-w4-s12-d20: target 'zu3eg': decay_frac must be 1\.\.15, got 20$",
+    ):
+        grid(["zu3eg"], [4], [12], [20])

@@ -316,3 +316,15 @@ def test_a_point_replaces_only_the_widths_it_names() -> None:
         match=r"^sweep point zu3eg-w4-s12-d20: target 'zu3eg': decay_frac must be 1\.\.15, got 20$",
     ):
         grid(["zu3eg"], [4], [12], [20])
+
+
+def test_progress_counts_points_and_shards(
+    data: dict[str, Any], points: tuple[Point, ...], client: Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = {"calibration": data["calib"], "labels": data["y"], "shard_samples": 10}
+    sweep(build(), points[:2], data["x"], client=client, progress=True, **args)
+    drawn = capsys.readouterr().err
+    assert drawn.endswith("] 2/2 points, 6/6 shards\n")  # 23 samples: shards of 10, 10 and 3
+    assert drawn.count("\r") == 1 + 2 + 6
+    sweep(build(), points[:2], data["x"], client=client, progress=False, **args)
+    assert capsys.readouterr().err == ""

@@ -15,10 +15,8 @@ mean, so a record does not depend on the scheduler, the number of workers or the
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
@@ -112,9 +110,24 @@ class ShardResult:
     saturations: dict[str, int]
 
 
-def _quiet() -> contextlib.AbstractContextManager[Any]:
-    """Work on a worker draws no progress bar of its own (the sweep draws one for all)."""
-    return contextlib.redirect_stderr(io.StringIO())
+class _NotATerminal:
+    """A stream that writes where ``stream`` does but is not a terminal, so that the engine's own
+    progress bar (drawn only on a terminal) stays off in a worker process."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _worker_start() -> None:
+    """Run in each local worker process as it starts: its stderr (shared with the sweep's terminal)
+    no longer counts as a terminal; warnings and errors still reach it."""
+    sys.stderr = _NotATerminal(sys.stderr)
 
 
 def one_line(e: BaseException) -> str:
@@ -137,8 +150,7 @@ def compile_point(graph: Graph, point: Point, calibration: np.ndarray | None) ->
     from snncompile.compiler import compile_graph
 
     try:
-        with _quiet():
-            return compile_graph(graph, point.configure(), calibration)
+        return compile_graph(graph, point.configure(), calibration)
     except Exception as e:
         return one_line(e)
 
@@ -155,8 +167,7 @@ def simulate_shard(program: Any, x: np.ndarray, reference: Reference) -> ShardRe
     from snncompile.verify import hardware_values
 
     try:
-        with _quiet():
-            sim = program.simulate(x if program.exact else program.quantize_input(x))
+        sim = program.simulate(x if program.exact else program.quantize_input(x))
     except Exception as e:
         return f"simulate: {one_line(e)}"
     out = program.graph.output_name
@@ -365,6 +376,7 @@ def run_points(
         for j in range(len(xs))
     ]
     records: list[Any] = []
+    every_shard: list[Any] = []
     shard_keys: set[str] = set()
     record_index: dict[str, int] = {}
     for i, p in points:
@@ -377,10 +389,11 @@ def run_points(
         key = f"sweep-record-{token}-{i}"
         record_index[key] = i
         records.append(dask.delayed(record)(p, program, shards, labels, dask_key_name=key))
+        every_shard += shards
     if client is None:
         _run_local(records, record_index, shard_keys, workers, on_record, progress)
     else:
-        _run_distributed(client, records, record_index, points, on_record, progress)
+        _run_distributed(client, records, every_shard, record_index, points, on_record, progress)
 
 
 def _run_local(
@@ -404,23 +417,34 @@ def _run_local(
                 progress.shard()
 
     with Finished():
-        dask.compute(*records, scheduler="processes", num_workers=workers or os.cpu_count() or 1)
+        dask.compute(
+            *records,
+            scheduler="processes",
+            num_workers=workers or os.cpu_count() or 1,
+            initializer=_worker_start,
+        )
 
 
 def _run_distributed(
     client: Any,
     records: list[Any],
+    shards: list[Any],
     record_index: dict[str, int],
     points: Iterable[tuple[int, Point]],
     on_record: Callable[[int, Record, bool], None],
     progress: Progress,
 ) -> None:
-    """A ``dask.distributed`` cluster; records are handed over in the order they finish."""
+    """A ``dask.distributed`` cluster; records are handed over in the order they finish (the shards
+    are computed along with them only to count them: their results stay on the cluster)."""
     from distributed import as_completed
 
     by_index = dict(points)
-    futures = client.compute(records)
+    futures = client.compute([*records, *shards])
     for future in as_completed(futures):
+        if future.key not in record_index:
+            progress.shard()
+            future.release()
+            continue
         i = record_index[future.key]
         try:
             rec, final = future.result(), True

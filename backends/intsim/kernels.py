@@ -334,46 +334,38 @@ def _events(x: Any, syn: Any, syn_bias: Any, syn_ints: Any, out: Any, lo_b: int,
     return bad
 
 
-@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
-def _codes(x: Any, out: Any, lo: int, hi: int, write: bool) -> tuple[int, int, int]:
-    """``out[lo:hi] = x[lo:hi]`` as int8 codes (when ``write``); returns (values that are not integers
-    in -128..127, smallest code, largest code)."""
-    bad = 0
-    smallest = 127
-    largest = -128
-    for i in range(lo, hi):
-        v = x[i]
-        if v >= -128 and v <= 127 and v == np.floor(v):
-            c = np.int8(v)
-            if write:
-                out[i] = c
-            smallest = min(smallest, int(c))
-            largest = max(largest, int(c))
-        else:
-            bad += 1
-    return bad, smallest, largest
-
-
-def _scan(x: Array, out: Array, write: bool) -> tuple[int, int] | None:
+def _scan(x: Array, out: Array | None) -> tuple[int, int] | None:
+    """(smallest, largest) value of ``x`` when every value is an integer in -128..127, else None;
+    writes the int8 codes to ``out`` when given. numpy's vectorised cast and compare, one slice per CPU
+    (they release the GIL)."""
     flat = np.ascontiguousarray(x).reshape(-1)
-    parts = split(lambda lo, hi: _codes(flat, out, lo, hi, write), flat.shape[0])
-    if not parts or any(bad for bad, _, _ in parts):
+    dest = None if out is None else out.reshape(-1)
+
+    def part(lo: int, hi: int) -> tuple[int, int] | None:
+        codes = np.empty(hi - lo, np.int8) if dest is None else dest[lo:hi]
+        with np.errstate(invalid="ignore"):  # NaN, inf and out-of-range values fail the compare below
+            np.copyto(codes, flat[lo:hi], casting="unsafe")
+        if not np.equal(codes, flat[lo:hi]).all():
+            return None
+        return (int(codes.min()), int(codes.max())) if hi > lo else (0, 0)
+
+    parts = split(part, flat.shape[0])
+    if not parts or any(p is None for p in parts):
         return None
-    return min(p[1] for p in parts), max(p[2] for p in parts)
+    return min(p[0] for p in parts if p), max(p[1] for p in parts if p)
 
 
 def spike_codes(x: Array) -> tuple[Array, int] | None:
-    """A float array of small integers (spikes) as int8 codes and the largest |code|, in one parallel
-    pass without a float copy; None when some value is not an integer in -128..127 (or is NaN)."""
+    """An array of small integers (spikes) as int8 codes and the largest |code|, in one parallel pass;
+    None when some value is not an integer in -128..127 (or is NaN)."""
     out = np.empty(x.shape, np.int8)
-    found = _scan(x, out.reshape(-1), True)
+    found = _scan(x, out)
     return None if found is None else (out, max(-found[0], found[1]))
 
 
 def spike_range(x: Array) -> tuple[int, int] | None:
-    """The smallest and largest value of an array of small integers (one parallel pass, no copy), or
-    None as for :func:`spike_codes`."""
-    return _scan(x, np.empty(0, np.int8), False)
+    """The smallest and largest value of an array of small integers, or None as for :func:`spike_codes`."""
+    return _scan(x, None)
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]

@@ -105,8 +105,9 @@ def _save() -> None:
         os.replace(tmp, path)
 
 
-#: timing rounds: every candidate runs once per round, interleaved, and keeps its fastest round, so a
-#: burst of load on a shared machine slows one round of every candidate rather than one candidate
+#: timing rounds: every candidate runs twice per round (the first run untimed), interleaved, and keeps
+#: its fastest round, so a burst of load on a shared machine slows one round of every candidate rather
+#: than one candidate
 ROUNDS = 7
 
 
@@ -122,6 +123,7 @@ def costs(key: str, candidates: dict[str, Callable[[], tuple[Callable[[], Any], 
         best = dict.fromkeys(missing, float("inf"))
         for _ in range(ROUNDS):
             for p, (run, _) in runs.items():
+                run()  # untimed: wakes the thread pool this candidate uses (torch's or the kernels')
                 start = time.perf_counter()
                 run()
                 best[p] = min(best[p], time.perf_counter() - start)

@@ -61,7 +61,7 @@ def _open_directory(directory: Path, stamp: str) -> dict[str, Record]:
             ) from None
         if found != stamp:
             raise InputError(
-                f"{str(directory)!r} holds a sweep of another model or other inputs (fingerprint "
+                f"{str(directory)!r} holds a sweep of another model, other inputs or another snncompile version (fingerprint "
                 f"{found[:12]}, these are {stamp[:12]}); choose another -o"
             )
     try:

@@ -301,10 +301,13 @@ def with_frontiers(records: Sequence[Record]) -> list[Record]:
 def fingerprint(
     graph: Graph, x: np.ndarray, calibration: np.ndarray | None, labels: np.ndarray | None
 ) -> str:
-    """sha256 over what every record depends on besides its point: model, inputs, calibration, labels."""
+    """sha256 over what every record depends on besides its point: the compiler's version, the model,
+    inputs, calibration and labels."""
+    from snncompile._version import __version__
     from snncompile.ir.serialize import graph_to_dict
 
-    h = hashlib.sha256(json.dumps(graph_to_dict(graph), sort_keys=True).encode())
+    h = hashlib.sha256(__version__.encode())
+    h.update(json.dumps(graph_to_dict(graph), sort_keys=True).encode())
     for name, a in (("x", x), ("calibration", calibration), ("labels", labels)):
         h.update(name.encode())
         if a is not None:

@@ -551,7 +551,7 @@ def _simulate(
     total_t, total_b = data.shape[0], data.shape[1]
     out = _allocate(graph, nodes, data, total_t, total_b, keep)
     bc = min(total_b, chunk or 256)
-    per_row = _row_bytes(graph, nodes, data)
+    per_row = _row_bytes(graph, nodes)
     tc = steps or max(1, min(total_t, CHUNK_BYTES // max(1, per_row * bc)))
     show = sys.stderr.isatty() if progress is None else progress
     last_use = {a: i for i, n in enumerate(order) for a in graph.args(n)}
@@ -582,9 +582,7 @@ def plan_defaults(graph: Graph, ranges: RangeReport, keep: Collection[str]) -> d
     return out
 
 
-def _value_dtype(
-    graph: Graph, nodes: dict[str, _Node], name: str, input_dtype: np.dtype[Any]
-) -> np.dtype[Any]:
+def _value_dtype(graph: Graph, name: str, input_dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The integer type a node's values are stored in for the run's results."""
     if name == graph.input_name:
         return np.dtype(np.int8) if input_dtype.kind == "f" else input_dtype
@@ -592,7 +590,7 @@ def _value_dtype(
     if isinstance(op, QLIF | QCubaLIF):
         return np.dtype(spike_dtype(op.graded))
     if isinstance(op, MaxPool2d) or op.kind in ("flatten", "output"):
-        return _value_dtype(graph, nodes, graph.args(name)[0], input_dtype)
+        return _value_dtype(graph, graph.args(name)[0], input_dtype)
     return np.dtype(np.int64)
 
 
@@ -615,11 +613,11 @@ def _allocate(
         if n in out.spikes:
             out.values[n] = out.spikes[n]
         else:
-            out.values[n] = np.empty((steps, batch, *shapes[n]), _value_dtype(graph, nodes, n, data.dtype))
+            out.values[n] = np.empty((steps, batch, *shapes[n]), _value_dtype(graph, n, data.dtype))
     return out
 
 
-def _row_bytes(graph: Graph, nodes: dict[str, _Node], data: Array) -> int:
+def _row_bytes(graph: Graph, nodes: dict[str, _Node]) -> int:
     """The bytes one sample-step of the chunk holds at most: the largest node value in float64, or a
     conv's unfolded input on a dense path."""
     shapes = graph.shapes()

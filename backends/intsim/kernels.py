@@ -99,22 +99,35 @@ def _immediate(v: int, s: int, r: int, th: int, reset: int, lo: int, hi: int) ->
     return _clamp(v, lo, hi)
 
 
-@numba.njit(cache=True)  # type: ignore[untyped-decorator]
-def _gather(events: Any, limit: int, rows: Any, bias: Any, has_bias: int, out: Any) -> int:
-    """``out = bias + sum_i events[i] * rows[i]`` over the nonzero events (dense rows). Events that are
-    not integers in ``[-limit, limit]`` are skipped and counted (the caller refuses or reruns)."""
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _start(out: Any, bias: Any, has_bias: int) -> None:
+    """``out = bias`` (or 0): where an accumulation over events starts."""
     if has_bias == 1:
         for j in range(out.shape[0]):
             out[j] = bias[j]
     else:
         out[:] = 0
+
+
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _bad_event(e: Any, v: int, limit: int) -> bool:
+    """Whether event ``e`` (read as ``v = int(e)``) is not an integer in ``[-limit, limit]``: the
+    caller skips and counts it (and refuses the run or reruns it on converted codes)."""
+    return v != e or v > limit or v < -limit
+
+
+@numba.njit(cache=True)  # type: ignore[untyped-decorator]
+def _gather(events: Any, limit: int, rows: Any, bias: Any, has_bias: int, out: Any) -> int:
+    """``out = bias + sum_i events[i] * rows[i]`` over the nonzero events (dense rows); returns the
+    count of bad events (:func:`_bad_event`)."""
+    _start(out, bias, has_bias)
     bad = 0
     for i in range(events.shape[0]):
         e = events[i]
         if e == 0:
             continue
         v = np.int64(e)
-        if v != e or v > limit or v < -limit:
+        if _bad_event(e, v, limit):
             bad += 1
         elif v == 1:
             for j in range(out.shape[0]):
@@ -131,18 +144,14 @@ def _scatter(
 ) -> int:
     """``out = bias + sum_i events[i] * row_i`` over the nonzero events, rows stored sparse (CSR); bad
     events as in :func:`_gather`."""
-    if has_bias == 1:
-        for j in range(out.shape[0]):
-            out[j] = bias[j]
-    else:
-        out[:] = 0
+    _start(out, bias, has_bias)
     bad = 0
     for i in range(events.shape[0]):
         e = events[i]
         if e == 0:
             continue
         v = np.int64(e)
-        if v != e or v > limit or v < -limit:
+        if _bad_event(e, v, limit):
             bad += 1
         else:
             for k in range(indptr[i], indptr[i + 1]):
@@ -403,7 +412,7 @@ def _conv_events(
                         if e == 0:
                             continue
                         v = np.int64(e)
-                        if v != e or v > limit or v < -limit:
+                        if _bad_event(e, v, limit):
                             bad += 1
                             continue
                         for ky in range(kh):

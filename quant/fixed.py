@@ -86,27 +86,53 @@ def check_rounding(mode: str) -> Rounding:
     return rounding
 
 
-def round_shift(acc: np.ndarray, shift: int, mode: Rounding = "floor") -> np.ndarray:
-    """``acc / 2**shift`` rounded to an integer by ``mode`` (int64 in, int64 out); ``shift >= 0``."""
-    acc = np.asarray(acc, dtype=np.int64)
+@dataclasses.dataclass(frozen=True)
+class RoundTerms:
+    """``acc / 2**shift`` rounded by a mode, as integer terms every implementation applies alike::
+
+        q = (acc + add + (add_neg if acc < 0 else 0)) >> shift
+        q = q - 1   where tie_even and (acc & mask) == half and q is odd
+
+    ``mask = 2**shift - 1``, ``half = 2**(shift-1)``. floor adds nothing; half_up adds ``half``;
+    half_down ``half - 1``; half_even ``half`` with the tie correction; trunc adds ``mask`` to a
+    negative ``acc`` (rounding it up). A shift of 0 leaves ``acc`` as it is."""
+
+    shift: int
+    add: int
+    add_neg: int
+    tie_even: int
+
+    @property
+    def mask(self) -> int:
+        return (1 << self.shift) - 1
+
+    @property
+    def half(self) -> int:
+        return (1 << self.shift) >> 1
+
+
+def round_terms(shift: int, mode: Rounding) -> RoundTerms:
+    """The :class:`RoundTerms` of ``mode`` for a right shift by ``shift >= 0``."""
     if shift < 0:
         raise FormatError(f"round_shift needs a non-negative shift, got {shift}")
-    if shift == 0:
-        return acc.copy()
-    half = np.int64(1) << np.int64(shift - 1)
-    if mode == "floor":
-        return acc >> shift
-    if mode == "half_up":
-        return (acc + half) >> shift
-    if mode == "half_down":
-        return (acc + half - 1) >> shift
-    if mode == "half_even":
-        q = (acc + half) >> shift
-        tie = (acc & ((np.int64(1) << np.int64(shift)) - 1)) == half
-        return q - (tie & (q & 1 == 1)).astype(np.int64)
+    check_rounding(mode)
+    half = (1 << shift) >> 1
+    if shift == 0 or mode == "floor":
+        return RoundTerms(shift, 0, 0, 0)
     if mode == "trunc":
-        return np.where(acc >= 0, acc >> shift, -((-acc) >> shift))
-    raise FormatError(f"rounding mode {mode!r} is not one of {list(ROUNDINGS)}")
+        return RoundTerms(shift, 0, (1 << shift) - 1, 0)
+    return RoundTerms(shift, half - 1 if mode == "half_down" else half, 0, int(mode == "half_even"))
+
+
+def round_shift(acc: np.ndarray, shift: int, mode: Rounding = "floor") -> np.ndarray:
+    """``acc / 2**shift`` rounded to an integer by ``mode`` (int64 in, int64 out); ``shift >= 0``.
+    Applies :func:`round_terms`."""
+    acc = np.asarray(acc, dtype=np.int64)
+    t = round_terms(shift, mode)
+    q = (acc + np.int64(t.add) + (acc < 0) * np.int64(t.add_neg)) >> np.int64(shift)
+    if t.tie_even:
+        q -= ((acc & np.int64(t.mask)) == t.half) & (q & 1 == 1)
+    return q
 
 
 def saturate(v: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, int]:

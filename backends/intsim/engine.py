@@ -83,8 +83,11 @@ class Choice:
     costs: Mapping[str, float]
     why: str
 
-    def path(self, density: float) -> Path:
-        return "event" if density < self.event_below else self.dense
+    def path(self, x: Array) -> Path:
+        """The path for a chunk of inputs ``x`` (T, B, ...): its density measured only when it matters."""
+        if self.event_below <= 0 or self.event_below > 1:
+            return self.dense if self.event_below <= 0 else "event"
+        return "event" if _density(x) < self.event_below else self.dense
 
 
 def _int8_ok(op: Op, input_max: int, bits: int) -> bool:
@@ -669,8 +672,7 @@ def _run_chunk(
         op = node.op
         if node.choice is not None:  # a synapse op
             src = values[node.args[0]]
-            density = _density(src)
-            path = node.choice.path(density)
+            path = node.choice.path(src)
             if path == "event" and node.choice.fused:
                 skipped.add(name)
                 continue

@@ -3,8 +3,10 @@
 Each neuron kernel computes exactly the update of its op's docstring (``snncompile/ir/qops.py``), the
 same integers as the reference rules ``eval_qlif`` / ``eval_qcubalif``; the property tests hold them
 equal on random graphs. Values are shaped ``(T, B, N)`` (neurons flattened), per-neuron parameters
-``(N,)``; samples run in parallel, time steps in order inside the kernel. Rounding modes are numbered
-as in ``ROUNDINGS``.
+``(N,)``; samples run in parallel, time steps in order inside the kernel. The neuron update is branch
+free (resets, timing and rounding as 0/1 factors and the integer terms of ``quant.fixed.round_terms``)
+so that it runs on the CPU's vector lanes: one row of neurons per sample, or all of a thread's samples
+as one row for small layers (parameters tiled over the batch).
 
 A kernel's input current for step ``t`` is either read from ``x[t]`` (a synapse op computed before) or,
 when the synapse op is fused into it, accumulated from the events of its input (``x[t]`` is then the
@@ -29,10 +31,10 @@ from typing import Any
 
 import numba
 import numpy as np
-from snncompile.quant.fixed import ROUNDINGS
+from snncompile.quant.fixed import Rounding, round_terms
 
 from snncompile.ir import QLIF, QConv2d, QCubaLIF, QLinear
-from snncompile.ir.ops import RESETS, ConvRecurrence, DenseRecurrence, OneToOneRecurrence, Shape
+from snncompile.ir.ops import ConvRecurrence, DenseRecurrence, OneToOneRecurrence, Shape
 
 Array = np.ndarray
 
@@ -55,48 +57,11 @@ def split(fn: Callable[[int, int], Any], n: int) -> list[Any]:
     return list(_POOL[0].map(lambda b: fn(*b), bounds))
 
 
+#: layers with fewer neurons than this run all their samples' neurons in one vector loop
+TILE_BELOW = 64
+
 #: how a kernel computes its recurrent input
 REC_NONE, REC_DENSE, REC_ONE, REC_SPARSE = range(4)
-
-
-@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
-def _round_shift(acc: int, shift: int, mode: int) -> int:
-    if shift == 0:
-        return acc
-    half = 1 << (shift - 1)
-    if mode == 0:  # floor
-        return acc >> shift
-    if mode == 1:  # half_up
-        return (acc + half) >> shift
-    if mode == 2:  # half_down
-        return (acc + half - 1) >> shift
-    if mode == 3:  # half_even
-        q = (acc + half) >> shift
-        if (acc & ((1 << shift) - 1)) == half and (q & 1) == 1:
-            q -= 1
-        return q
-    return acc >> shift if acc >= 0 else -((-acc) >> shift)  # trunc
-
-
-@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
-def _clamp(v: int, lo: int, hi: int) -> tuple[int, int]:
-    """``v`` clamped to ``[lo, hi]``, and 1 when that changed it (a saturation event)."""
-    if v < lo:
-        return lo, 1
-    if v > hi:
-        return hi, 1
-    return v, 0
-
-
-@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
-def _immediate(v: int, s: int, r: int, th: int, reset: int, lo: int, hi: int) -> tuple[int, int]:
-    """snnTorch's reset_delay=False correction ``d = s - r``, then the state range."""
-    d = s - r
-    if reset == 0:
-        v = v - d * th
-    elif reset == 1:
-        v = v - d * v
-    return _clamp(v, lo, hi)
 
 
 @numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
@@ -159,12 +124,12 @@ def _scatter(
     return bad
 
 
-@numba.njit(cache=True)  # type: ignore[untyped-decorator]
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
 def _synapses(
     x_t: Any, syn: Any, syn_bias: Any, syn_ints: Any, cur: Any, prev: Any, rec: Any, rbuf: Any
 ) -> int:
-    """One step's synaptic input of one sample: the fused synapse op into ``cur``, the recurrence into
-    ``rbuf``; returns the count of bad input events. ``syn`` / ``rec`` hold (rows, indptr, index, values,
+    """One step's synaptic input of one sample: the fused synapse op into ``cur``, the recurrence
+    ``R(s[t-1])`` into ``rbuf`` (left at zero without one); returns the count of bad input events. ``syn`` / ``rec`` hold (rows, indptr, index, values,
     bias) for dense or sparse storage; ``syn_ints``: fused (0 none, 1 dense, 2 sparse), has_syn_bias,
     rec_kind, has_rec_bias, the input events' bound."""
     fused, has_syn_bias, rec_kind, has_rec_bias, limit = (
@@ -180,19 +145,119 @@ def _synapses(
     elif fused == 2:
         bad += _scatter(x_t, limit, syn[1], syn[2], syn[3], syn_bias, has_syn_bias, cur)
     big = np.int64(1) << 62  # the previous step's spike codes are in range by construction
-    if rec_kind == 1:
+    if rec_kind == REC_DENSE:
         _gather(prev, big, rec[0], rec[4], has_rec_bias, rbuf)
-    elif rec_kind == 3:
+    elif rec_kind == REC_SPARSE:
         _scatter(prev, big, rec[1], rec[2], rec[3], rec[4], has_rec_bias, rbuf)
+    elif rec_kind == REC_ONE:  # w * s[t-1], the weights in the bias slot
+        one = rec[4]
+        for j in range(rbuf.shape[0]):
+            rbuf[j] = prev[j] * one[j]
     return bad
 
 
 @numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
-def _rec_value(rec_kind: int, rbuf: Any, prev: Any, one: Any, j: int) -> Any:
-    """``R(s[t-1])[j]``: one-to-one from the previous spike codes, else the accumulated rows."""
-    if rec_kind == 2:
-        return prev[j] * one[j]
-    return np.int64(rbuf[j])
+def _rounded(acc: int, shift: int, add: int, add_neg: int, tie_even: int, half: int, mask: int) -> int:
+    """``acc / 2**shift`` rounded by the terms of ``quant.fixed.round_terms`` (branch free)."""
+    q = (acc + add + (acc < 0) * add_neg) >> shift
+    return q - tie_even * ((acc & mask) == half) * (q & 1)
+
+
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _lif_row(
+    c: Any, q: int, bias: Any, rec: Any, mem: Any, beta: Any, thr: Any, graded: Any, spk: Any, p: Any
+) -> int:
+    """One step of QLIF for row ``q`` of neurons, branch free so that it runs on vector lanes: ``c[q]``
+    the input current, ``rec[q]`` the recurrent input, ``mem[q]`` updated in place, ``spk[q]`` the
+    spike codes, per-neuron parameters indexed like a row; ``p`` the settings of
+    :meth:`NeuronKernel._lif`. Returns the saturation count."""
+    sh_decay, sh_in, sh_rec, sh_thr, sh_out, lo, hi = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
+    add, add_neg, tie_even, half, mask = p[7], p[8], p[9], p[10], p[11]
+    zero_keep, zero_drop, sub, floor, imm_sub, imm_zero = p[12], p[13], p[14], p[15], p[16], p[17]
+    sat = 0
+    for j in range(mem.shape[1]):
+        m = mem[q, j]
+        th = thr[j]
+        r = np.int64(m > th)
+        m0 = m - m * (r * zero_keep)
+        acc = ((beta[j] * m0) << sh_decay) + ((np.int64(c[q, j]) + bias[j]) << sh_in) + (rec[q, j] << sh_rec)
+        acc -= ((r * th) << sh_thr) * sub
+        acc -= acc * (r * zero_drop)
+        v0 = _rounded(acc, sh_out, add, add_neg, tie_even, half, mask)
+        v = min(max(v0, lo), hi)
+        n = np.int64(v != v0)
+        v = max(v, floor)
+        s = np.int64(v > th)
+        d = s - r  # snnTorch's reset_delay=False correction (imm_* are 0 for a delayed reset)
+        w = v - d * th * imm_sub - d * v * imm_zero
+        v = min(max(w, lo), hi)
+        sat += n + np.int64(v != w)
+        mem[q, j] = v
+        spk[q, j] = s * graded[j]
+    return sat
+
+
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _cuba_row(
+    c: Any,
+    q: int,
+    rec: Any,
+    mem: Any,
+    isyn: Any,
+    alpha: Any,
+    beta: Any,
+    thr: Any,
+    graded: Any,
+    spk: Any,
+    p: Any,
+) -> int:
+    """One step of QCubaLIF for row ``q`` of neurons, as :func:`_lif_row`; ``p`` the settings of
+    :meth:`NeuronKernel._cuba`. Returns the saturation count."""
+    sh_alpha, sh_in, sh_rec, sh_decay, sh_cur, sh_thr, sh_syn, sh_mem = p[0:8]
+    s_lo, s_hi, s_add, s_add_neg, s_tie, s_half, s_mask = p[8], p[9], p[10], p[11], p[12], p[13], p[14]
+    lo, hi, add, add_neg, tie_even, half, mask = p[15], p[16], p[17], p[18], p[19], p[20], p[21]
+    sub, zero, imm_sub, imm_zero = p[22], p[23], p[24], p[25]
+    sat = 0
+    for j in range(mem.shape[1]):
+        m = mem[q, j]
+        th = thr[j]
+        r = np.int64(m > th)
+        acc_i = ((alpha[j] * isyn[q, j]) << sh_alpha) + (np.int64(c[q, j]) << sh_in) + (rec[q, j] << sh_rec)
+        acc = ((beta[j] * m) << sh_decay) + (acc_i << sh_cur)
+        acc -= ((r * th) << sh_thr) * sub
+        acc -= acc * (r * zero)
+        i0 = _rounded(acc_i, sh_syn, s_add, s_add_neg, s_tie, s_half, s_mask)
+        ci = min(max(i0, s_lo), s_hi)
+        v0 = _rounded(acc, sh_mem, add, add_neg, tie_even, half, mask)
+        v = min(max(v0, lo), hi)
+        s = np.int64(v > th)
+        d = s - r
+        w = v - d * th * imm_sub - d * v * imm_zero
+        u = min(max(w, lo), hi)
+        sat += np.int64(ci != i0) + np.int64(v != v0) + np.int64(u != w)
+        mem[q, j] = u
+        isyn[q, j] = ci
+        spk[q, j] = s * graded[j]
+    return sat
+
+
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _rows(a: Any, lo_b: int, hi_b: int, tiled: bool) -> Any:
+    """``a`` (B, N) as the kernel's rows of neurons: itself (one row per sample), or, when the
+    per-neuron parameters are tiled over the batch (small layers), samples ``lo_b..hi_b-1`` as one
+    long row (a view)."""
+    if tiled:
+        n = a.shape[1]
+        return a.reshape(a.size)[lo_b * n : hi_b * n].reshape(1, (hi_b - lo_b) * n)
+    return a
+
+
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _copy_rows(src: Any, dst: Any, q0: int, q1: int) -> None:
+    """``dst[q] = src[q]`` for rows ``q0..q1-1`` (a state recorded, or spikes kept for the recurrence)."""
+    for q in range(q0, q1):
+        for j in range(src.shape[1]):
+            dst[q, j] = src[q, j]
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
@@ -210,53 +275,42 @@ def _lif(
     thr: Any,
     bias: Any,
     graded: Any,
-    ints: Any,
+    p: Any,
     out_spk: Any,
     out_mem: Any,
     lo_b: int,
     hi_b: int,
 ) -> tuple[int, int]:
-    """QLIF over ``x.shape[0]`` steps; state (B, N), outputs (T, B, N). ``ints``: shifts (decay, input,
-    rec, thr, out), lo, hi, rounding, reset, keep_input, delayed, has_bias, floor_on, floor, record."""
-    sh_decay, sh_in, sh_rec, sh_thr, sh_out = ints[0], ints[1], ints[2], ints[3], ints[4]
-    lo, hi, mode, reset, keep_input, delayed = ints[5], ints[6], ints[7], ints[8], ints[9], ints[10]
-    has_bias, floor_on, floor, record = ints[11], ints[12], ints[13], ints[14]
-    fused, rec_kind = syn_ints[0], syn_ints[2]
+    """QLIF over ``x.shape[0]`` steps for samples ``lo_b..hi_b-1`` (other threads run the others);
+    states (B, N), outputs (T, B, N); ``p``: :meth:`NeuronKernel._lif`, its last entry whether the
+    membrane is recorded."""
+    fused, rec_kind, record = syn_ints[0], syn_ints[2], p[p.shape[0] - 1]
+    tiled = thr.shape[0] > mem.shape[1]
+    q0, q1 = (0, 1) if tiled else (lo_b, hi_b)
+    mem_r, rec_r, prev_r = (
+        _rows(mem, lo_b, hi_b, tiled),
+        _rows(rbuf, lo_b, hi_b, tiled),
+        _rows(prev, lo_b, hi_b, tiled),
+    )
     sat = 0
     bad = 0
-    for b in range(lo_b, hi_b):  # samples lo_b..hi_b-1; other threads run the others
-        for t in range(x.shape[0]):
-            bad += _synapses(x[t, b], syn, syn_bias, syn_ints, cur[b], prev[b], rec, rbuf[b])
-            for j in range(mem.shape[1]):
-                m = mem[b, j]
-                th = thr[j]
-                r = 1 if m > th else 0
-                m0 = 0 if (r == 1 and reset == 1 and keep_input == 1) else m
-                c = np.int64(cur[b, j]) if fused != 0 else np.int64(x[t, b, j])
-                if has_bias == 1:
-                    c += bias[j]
-                acc = ((beta[j] * m0) << sh_decay) + (c << sh_in)
-                if rec_kind != 0:
-                    acc += _rec_value(rec_kind, rbuf[b], prev[b], rec[4], j) << sh_rec
-                if reset == 0:
-                    acc -= (r * th) << sh_thr
-                elif reset == 1 and keep_input == 0:
-                    acc = (1 - r) * acc
-                v, n = _clamp(_round_shift(acc, sh_out, mode), lo, hi)
-                if floor_on == 1 and v < floor:
-                    v = floor
-                s = 1 if v > th else 0
-                if delayed == 0:
-                    v, n2 = _immediate(v, s, r, th, reset, lo, hi)
-                    n += n2
-                sat += n
-                mem[b, j] = v
-                out_spk[t, b, j] = s * graded[j]
-                if record == 1:
-                    out_mem[t, b, j] = v
-            if rec_kind != 0:  # the recurrence reads this step's spikes at the next one
-                for j in range(mem.shape[1]):
-                    prev[b, j] = out_spk[t, b, j]
+    for t in range(x.shape[0]):  # steps outside: each step's rows are read and written in order
+        if fused != 0 or rec_kind != REC_NONE:
+            for b in range(lo_b, hi_b):
+                bad += _synapses(x[t, b], syn, syn_bias, syn_ints, cur[0, b], prev[b], rec, rbuf[b])
+        spk = _rows(out_spk[t], lo_b, hi_b, tiled)
+        if fused != 0:
+            c = _rows(cur[0], lo_b, hi_b, tiled)
+            for q in range(q0, q1):
+                sat += _lif_row(c, q, bias, rec_r, mem_r, beta, thr, graded, spk, p)
+        else:
+            cx = _rows(x[t], lo_b, hi_b, tiled)
+            for q in range(q0, q1):
+                sat += _lif_row(cx, q, bias, rec_r, mem_r, beta, thr, graded, spk, p)
+        if record == 1:
+            _copy_rows(mem_r, _rows(out_mem[t], lo_b, hi_b, tiled), q0, q1)
+        if rec_kind != REC_NONE:  # the recurrence reads this step's spikes at the next one
+            _copy_rows(spk, prev_r, q0, q1)
     return sat, bad
 
 
@@ -276,54 +330,39 @@ def _cuba(
     beta: Any,
     thr: Any,
     graded: Any,
-    ints: Any,
+    p: Any,
     out_spk: Any,
     out_mem: Any,
     out_syn: Any,
     lo_b: int,
     hi_b: int,
 ) -> tuple[int, int]:
-    """QCubaLIF over ``x.shape[0]`` steps; states (B, N), outputs (T, B, N). ``ints``: shifts (alpha,
-    input, rec, decay, current, thr, syn out, mem out), syn lo, hi, rounding, mem lo, hi, rounding, reset,
-    delayed, record."""
-    sh_alpha, sh_in, sh_rec, sh_decay, sh_cur, sh_thr, sh_syn, sh_mem = ints[0:8]
-    s_lo, s_hi, s_mode, lo, hi, mode, reset, delayed, record = ints[8:17]
-    fused, rec_kind = syn_ints[0], syn_ints[2]
+    """QCubaLIF over ``x.shape[0]`` steps, as :func:`_lif`; ``p``: :meth:`NeuronKernel._cuba`."""
+    fused, rec_kind, record = syn_ints[0], syn_ints[2], p[p.shape[0] - 1]
+    tiled = thr.shape[0] > mem.shape[1]
+    q0, q1 = (0, 1) if tiled else (lo_b, hi_b)
+    mem_r, syn_r = _rows(mem, lo_b, hi_b, tiled), _rows(isyn, lo_b, hi_b, tiled)
+    rec_r, prev_r = _rows(rbuf, lo_b, hi_b, tiled), _rows(prev, lo_b, hi_b, tiled)
     sat = 0
     bad = 0
-    for b in range(lo_b, hi_b):  # samples lo_b..hi_b-1; other threads run the others
-        for t in range(x.shape[0]):
-            bad += _synapses(x[t, b], syn, syn_bias, syn_ints, cur[b], prev[b], rec, rbuf[b])
-            for j in range(mem.shape[1]):
-                m = mem[b, j]
-                th = thr[j]
-                r = 1 if m > th else 0
-                c = np.int64(cur[b, j]) if fused != 0 else np.int64(x[t, b, j])
-                acc_i = ((alpha[j] * isyn[b, j]) << sh_alpha) + (c << sh_in)
-                if rec_kind != 0:
-                    acc_i += _rec_value(rec_kind, rbuf[b], prev[b], rec[4], j) << sh_rec
-                acc = ((beta[j] * m) << sh_decay) + (acc_i << sh_cur)
-                if reset == 0:
-                    acc -= (r * th) << sh_thr
-                elif reset == 1:
-                    acc = (1 - r) * acc
-                ci, n = _clamp(_round_shift(acc_i, sh_syn, s_mode), s_lo, s_hi)
-                v, n2 = _clamp(_round_shift(acc, sh_mem, mode), lo, hi)
-                n += n2
-                s = 1 if v > th else 0
-                if delayed == 0:
-                    v, n2 = _immediate(v, s, r, th, reset, lo, hi)
-                    n += n2
-                sat += n
-                mem[b, j] = v
-                isyn[b, j] = ci
-                out_spk[t, b, j] = s * graded[j]
-                if record == 1:
-                    out_mem[t, b, j] = v
-                    out_syn[t, b, j] = ci
-            if rec_kind != 0:
-                for j in range(mem.shape[1]):
-                    prev[b, j] = out_spk[t, b, j]
+    for t in range(x.shape[0]):
+        if fused != 0 or rec_kind != REC_NONE:
+            for b in range(lo_b, hi_b):
+                bad += _synapses(x[t, b], syn, syn_bias, syn_ints, cur[0, b], prev[b], rec, rbuf[b])
+        spk = _rows(out_spk[t], lo_b, hi_b, tiled)
+        if fused != 0:
+            c = _rows(cur[0], lo_b, hi_b, tiled)
+            for q in range(q0, q1):
+                sat += _cuba_row(c, q, rec_r, mem_r, syn_r, alpha, beta, thr, graded, spk, p)
+        else:
+            cx = _rows(x[t], lo_b, hi_b, tiled)
+            for q in range(q0, q1):
+                sat += _cuba_row(cx, q, rec_r, mem_r, syn_r, alpha, beta, thr, graded, spk, p)
+        if record == 1:
+            _copy_rows(mem_r, _rows(out_mem[t], lo_b, hi_b, tiled), q0, q1)
+            _copy_rows(syn_r, _rows(out_syn[t], lo_b, hi_b, tiled), q0, q1)
+        if rec_kind != REC_NONE:
+            _copy_rows(spk, prev_r, q0, q1)
     return sat, bad
 
 
@@ -343,25 +382,48 @@ def _events(x: Any, syn: Any, syn_bias: Any, syn_ints: Any, out: Any, lo_b: int,
     return bad
 
 
+@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+def _codes(x: Any, out: Any, write: int, bounds: Any) -> tuple[int, int, int]:
+    """Over floats ``x``: the count of values that are not integers in ``bounds`` (-128, 127,
+    in ``x``'s type; NaN included), and the smallest and largest code; the int8 codes written to
+    ``out`` when ``write``. Branch free: one vector pass."""
+    bad = 0
+    smallest = np.int32(127)
+    largest = np.int32(-128)
+    low, high, zero = bounds[0], bounds[1], bounds[2]
+    for i in range(x.shape[0]):  # from 0: indices provably non-negative, so the loop vectorises
+        v = x[i]
+        c = np.int32(v if (v >= low) & (v <= high) else zero)  # then c != v, NaN included
+        bad += np.int64(x.dtype.type(c) != v)
+        smallest = min(smallest, c)
+        largest = max(largest, c)
+        if write == 1:
+            out[i] = c
+    return bad, smallest, largest
+
+
 def _scan(x: Array, out: Array | None) -> tuple[int, int] | None:
     """(smallest, largest) value of ``x`` when every value is an integer in -128..127, else None;
-    writes the int8 codes to ``out`` when given. numpy's vectorised cast and compare, one slice per CPU
-    (they release the GIL)."""
+    writes the int8 codes to ``out`` when given. Floats in one compiled pass, one slice per CPU."""
     flat = np.ascontiguousarray(x).reshape(-1)
-    dest = None if out is None else out.reshape(-1)
-
-    def part(lo: int, hi: int) -> tuple[int, int] | None:
-        codes = np.empty(hi - lo, np.int8) if dest is None else dest[lo:hi]
-        with np.errstate(invalid="ignore"):  # NaN, inf and out-of-range values fail the compare below
-            np.copyto(codes, flat[lo:hi], casting="unsafe")
-        if not np.equal(codes, flat[lo:hi]).all():
+    if flat.dtype.kind != "f":  # integers and booleans: their range is enough
+        if flat.size == 0:
+            return 0, 0
+        low, high = int(flat.min()), int(flat.max())
+        if low < -128 or high > 127:
             return None
-        return (int(codes.min()), int(codes.max())) if hi > lo else (0, 0)
-
-    parts = split(part, flat.shape[0])
-    if not parts or any(p is None for p in parts):
+        if out is not None:
+            np.copyto(out.reshape(-1), flat, casting="unsafe")
+        return low, high
+    dest = np.empty(1, np.int8) if out is None else out.reshape(-1)
+    bounds = np.array([-128, 127, 0], flat.dtype)
+    write = int(out is not None)
+    parts = split(
+        lambda lo, hi: _codes(flat[lo:hi], dest[lo:hi] if write else dest, write, bounds), flat.size
+    )
+    if any(bad for bad, _, _ in parts):
         return None
-    return min(p[0] for p in parts if p), max(p[1] for p in parts if p)
+    return (min(int(p[1]) for p in parts), max(int(p[2]) for p in parts)) if parts else (0, 0)
 
 
 def spike_codes(x: Array) -> tuple[Array, int] | None:
@@ -612,6 +674,12 @@ class EventSynapses:
 # ------------------------------------------------------------------------------------ neuron kernels
 
 
+def _round_settings(shift: int, mode: Rounding) -> list[int]:
+    """The rounding terms (add, add_neg, tie_even, half, mask) of ``quant.fixed.round_terms``."""
+    t = round_terms(shift, mode)
+    return [t.add, t.add_neg, t.tie_even, t.half, t.mask]
+
+
 def _flat(a: np.ndarray, shape: Shape) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(a, shape).reshape(-1), dtype=np.int64)
 
@@ -661,38 +729,69 @@ class NeuronKernel:
             self.rec, _, storage, has_rec_bias = rows.pack(np.int64)
             self.rec_kind = REC_DENSE if storage == 1 else REC_SPARSE
         self.syn_ints = np.array([kind, has_bias, self.rec_kind, has_rec_bias, 0], np.int64)
-        reset = RESETS.index(op.reset)
-        rec_frac = op.rec_frac if rec is not None else op.in_frac
+        self._tiled: dict[int, tuple[Array, ...]] = {}
+        self.settings = self._lif(op, record) if isinstance(op, QLIF) else self._cuba(op, record)
         if isinstance(op, QLIF):
-            f, d = op.mem.frac, op.decay_frac
-            big = max(f + d, op.in_frac, rec_frac)
             self.bias = _flat(op.bias if op.bias is not None else np.zeros((), np.int64), shape)
-            self.ints = np.array(
-                [big - f - d, big - op.in_frac, big - rec_frac, big - f, big - f,
-                 op.mem.lo, op.mem.hi, ROUNDINGS.index(op.mem.rounding), reset,
-                 int(op.zero_mode == "keep_input"), int(op.reset_delay), int(op.bias is not None),
-                 int(op.floor is not None), op.floor or 0, int(record)],
-                np.int64,
-            )  # fmt: skip
         else:
-            f, fs = op.mem.frac, op.syn.frac
-            big_i = max(fs + op.alpha_frac, op.in_frac, rec_frac)
-            big = max(f + op.decay_frac, big_i)
             self.alpha = _flat(op.alpha, shape)
-            self.ints = np.array(
-                [big_i - fs - op.alpha_frac, big_i - op.in_frac, big_i - rec_frac, big - f - op.decay_frac,
-                 big - big_i, big - f, big_i - fs, big - f,
-                 op.syn.lo, op.syn.hi, ROUNDINGS.index(op.syn.rounding),
-                 op.mem.lo, op.mem.hi, ROUNDINGS.index(op.mem.rounding),
-                 reset, int(op.reset_delay), int(record)],
-                np.int64,
-            )  # fmt: skip
+
+    @staticmethod
+    def _lif(op: QLIF, record: bool) -> Array:
+        """The settings of :func:`_lif_row` (shifts onto the common grid, range, rounding terms, reset
+        flags, floor, immediate-reset flags) and whether the membrane is recorded."""
+        f, d = op.mem.frac, op.decay_frac
+        rec_frac = op.rec_frac if op.recurrence is not None else op.in_frac
+        big = max(f + d, op.in_frac, rec_frac)
+        zero, immediate = op.reset == "zero", not op.reset_delay
+        keep = op.zero_mode == "keep_input"
+        return np.array(
+            [big - f - d, big - op.in_frac, big - rec_frac, big - f, big - f, op.mem.lo, op.mem.hi,
+             *_round_settings(big - f, op.mem.rounding),
+             int(zero and keep), int(zero and not keep), int(op.reset == "subtract"),
+             op.mem.lo if op.floor is None else op.floor,
+             int(immediate and op.reset == "subtract"), int(immediate and zero), int(record)],
+            np.int64,
+        )  # fmt: skip
+
+    @staticmethod
+    def _cuba(op: QCubaLIF, record: bool) -> Array:
+        """The settings of :func:`_cuba_row` and whether the states are recorded."""
+        f, fs = op.mem.frac, op.syn.frac
+        rec_frac = op.rec_frac if op.recurrence is not None else op.in_frac
+        big_i = max(fs + op.alpha_frac, op.in_frac, rec_frac)
+        big = max(f + op.decay_frac, big_i)
+        zero, immediate = op.reset == "zero", not op.reset_delay
+        return np.array(
+            [big_i - fs - op.alpha_frac, big_i - op.in_frac, big_i - rec_frac, big - f - op.decay_frac,
+             big - big_i, big - f, big_i - fs, big - f,
+             op.syn.lo, op.syn.hi, *_round_settings(big_i - fs, op.syn.rounding),
+             op.mem.lo, op.mem.hi, *_round_settings(big - f, op.mem.rounding),
+             int(op.reset == "subtract"), int(zero),
+             int(immediate and op.reset == "subtract"), int(immediate and zero), int(record)],
+            np.int64,
+        )  # fmt: skip
+
+    def _params(self, batch: int) -> tuple[Array, ...]:
+        """The per-neuron parameters as the kernels read them: a layer of fewer than :data:`TILE_BELOW`
+        neurons has them tiled over the batch, so that the kernel runs one long vector loop over all
+        its samples' neurons rather than a short one per sample."""
+        params = (
+            (self.beta, self.thr, self.bias, self.graded)
+            if isinstance(self.op, QLIF)
+            else (self.alpha, self.beta, self.thr, self.graded)
+        )
+        if self.size >= TILE_BELOW or batch == 1:
+            return params
+        if batch not in self._tiled:
+            self._tiled = {batch: tuple(np.tile(a, batch) for a in params)}
+        return self._tiled[batch]
 
     def new_state(self, batch: int) -> dict[str, Array]:
         """Zero states, the previous step's spike codes, and the kernels' per-sample buffers."""
         state = {v: np.zeros((batch, self.size), np.int64) for v in self.names}
         state["prev"] = np.zeros((batch, self.size), np.int64)
-        state["cur"] = np.zeros((batch, self.size), self.acc_dtype)
+        state["cur"] = np.zeros((1, batch, self.size), self.acc_dtype)
         state["rbuf"] = np.zeros((batch, self.size), np.int64)
         return state
 
@@ -712,13 +811,16 @@ class NeuronKernel:
         ints[4] = limit
         common = (x, self.syn, self.syn_bias, ints, self.rec)
         buffers = (state["prev"], state["cur"], state["rbuf"])
+        params = self._params(state["mem"].shape[0])
         args: tuple[Any, ...]
         if isinstance(self.op, QLIF):
-            args = (*common, state["mem"], *buffers, self.beta, self.thr, self.bias, self.graded, self.ints,
+            beta, thr, bias, graded = params
+            args = (*common, state["mem"], *buffers, beta, thr, bias, graded, self.settings,
                     out["spikes"], out["mem"])  # fmt: skip
             parts = split(lambda lo, hi: _lif(*args, lo, hi), x.shape[1])
         else:
-            args = (*common, state["mem"], state["syn"], *buffers, self.alpha, self.beta, self.thr, self.graded,
-                    self.ints, out["spikes"], out["mem"], out["syn"])  # fmt: skip
+            alpha, beta, thr, graded = params
+            args = (*common, state["mem"], state["syn"], *buffers, alpha, beta, thr, graded,
+                    self.settings, out["spikes"], out["mem"], out["syn"])  # fmt: skip
             parts = split(lambda lo, hi: _cuba(*args, lo, hi), x.shape[1])
         return sum(int(s) for s, _ in parts), sum(int(b) for _, b in parts)

@@ -31,7 +31,7 @@ from typing import Any
 
 import numba
 import numpy as np
-from snncompile.quant.fixed import Rounding, round_terms
+from snncompile.quant.fixed import check_rounding, round_terms
 
 from snncompile.ir import QLIF, QConv2d, QCubaLIF, QLinear
 from snncompile.ir.ops import ConvRecurrence, DenseRecurrence, OneToOneRecurrence, Shape
@@ -166,7 +166,7 @@ def _rounded(acc: int, shift: int, add: int, add_neg: int, tie_even: int, half: 
 @numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
 def _lif_row(
     c: Any, q: int, bias: Any, rec: Any, mem: Any, beta: Any, thr: Any, graded: Any, spk: Any, p: Any
-) -> int:
+) -> Any:
     """One step of QLIF for row ``q`` of neurons, branch free so that it runs on vector lanes: ``c[q]``
     the input current, ``rec[q]`` the recurrent input, ``mem[q]`` updated in place, ``spk[q]`` the
     spike codes, per-neuron parameters indexed like a row; ``p`` the settings of
@@ -174,7 +174,7 @@ def _lif_row(
     sh_decay, sh_in, sh_rec, sh_thr, sh_out, lo, hi = p[0], p[1], p[2], p[3], p[4], p[5], p[6]
     add, add_neg, tie_even, half, mask = p[7], p[8], p[9], p[10], p[11]
     zero_keep, zero_drop, sub, floor, imm_sub, imm_zero = p[12], p[13], p[14], p[15], p[16], p[17]
-    sat = 0
+    sat = np.int64(0)
     for j in range(mem.shape[1]):
         m = mem[q, j]
         th = thr[j]
@@ -210,14 +210,14 @@ def _cuba_row(
     graded: Any,
     spk: Any,
     p: Any,
-) -> int:
+) -> Any:
     """One step of QCubaLIF for row ``q`` of neurons, as :func:`_lif_row`; ``p`` the settings of
     :meth:`NeuronKernel._cuba`. Returns the saturation count."""
     sh_alpha, sh_in, sh_rec, sh_decay, sh_cur, sh_thr, sh_syn, sh_mem = p[0:8]
     s_lo, s_hi, s_add, s_add_neg, s_tie, s_half, s_mask = p[8], p[9], p[10], p[11], p[12], p[13], p[14]
     lo, hi, add, add_neg, tie_even, half, mask = p[15], p[16], p[17], p[18], p[19], p[20], p[21]
     sub, zero, imm_sub, imm_zero = p[22], p[23], p[24], p[25]
-    sat = 0
+    sat = np.int64(0)
     for j in range(mem.shape[1]):
         m = mem[q, j]
         th = thr[j]
@@ -383,11 +383,11 @@ def _events(x: Any, syn: Any, syn_bias: Any, syn_ints: Any, out: Any, lo_b: int,
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
-def _codes(x: Any, out: Any, write: int, bounds: Any) -> tuple[int, int, int]:
+def _codes(x: Any, out: Any, write: int, bounds: Any) -> tuple[Any, Any, Any]:
     """Over floats ``x``: the count of values that are not integers in ``bounds`` (-128, 127,
     in ``x``'s type; NaN included), and the smallest and largest code; the int8 codes written to
     ``out`` when ``write``. Branch free: one vector pass."""
-    bad = 0
+    bad = np.int64(0)
     smallest = np.int32(127)
     largest = np.int32(-128)
     low, high, zero = bounds[0], bounds[1], bounds[2]
@@ -674,9 +674,9 @@ class EventSynapses:
 # ------------------------------------------------------------------------------------ neuron kernels
 
 
-def _round_settings(shift: int, mode: Rounding) -> list[int]:
+def _round_settings(shift: int, mode: str) -> list[int]:
     """The rounding terms (add, add_neg, tie_even, half, mask) of ``quant.fixed.round_terms``."""
-    t = round_terms(shift, mode)
+    t = round_terms(shift, check_rounding(mode))
     return [t.add, t.add_neg, t.tie_even, t.half, t.mask]
 
 

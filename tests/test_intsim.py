@@ -463,6 +463,11 @@ def test_conv_paths_equal_the_reference_on_any_geometry(
     for path in ("blas-f32", "blas-f64", "int64", "onednn-f32"):
         dense = DenseSynapses(op, path)(x.reshape(6, c_in, h, w).astype(np.int8)).reshape(expected.shape)
         assert np.array_equal(dense, expected), path
+    if groups == 1:  # int8 weights: im2col + torch._int_mm, taps and channels padded to multiples of 8
+        op8 = dataclasses.replace(op, weight=np.clip(weight, -127, 127))
+        expected8 = eval_qconv2d(op8, [x.astype(np.int64)], {"n": 0})[0]
+        got = DenseSynapses(op8, "int8-mm")(x.reshape(6, c_in, h, w).astype(np.int8))
+        assert np.array_equal(got.reshape(expected8.shape), expected8)
 
 
 def test_a_conv_backend_that_is_not_exact_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,8 @@ analysis of the graph for the actual input bound:
 * ``event``: for each input that is nonzero, add its weight row (times the value) to the outputs, in
   int32 where every partial sum fits, else int64 (compiled, ``kernels.py``); no float bound needed.
   When the op's only user is a neuron, the accumulation runs inside the neuron's kernel (fused);
-* ``int8-mm``: weights and inputs fit int8 and every sum fits int32: ``torch._int_mm``;
+* ``int8-mm``: weights and inputs fit int8 and every sum fits int32: ``torch._int_mm`` (a conv over
+  its im2col columns);
 * ``blas-f32``: the largest partial sum stays below 2**24, so float32 BLAS is exact;
 * ``blas-f64``: below 2**53, float64 BLAS is exact;
 * ``int64``: the reference's plain integer product.
@@ -91,11 +92,30 @@ class Choice:
 
 
 def _int8_ok(op: Op, input_max: int, bits: int) -> bool:
-    """Whether ``torch._int_mm`` (int8 x int8 -> int32) computes ``op`` exactly."""
-    if not isinstance(op, QLinear) or bits > 31 or input_max > 127:
+    """Whether ``torch._int_mm`` (int8 x int8 -> int32) computes ``op`` exactly: weights and inputs in
+    int8 and every sum in int32; a linear op's sizes multiples of 8, a conv's padded to them (one group)."""
+    if not isinstance(op, QLinear | QConv2d) or bits > 31 or input_max > 127:
         return False
+    if int(np.abs(op.weight).max(initial=0)) > 127:
+        return False
+    if isinstance(op, QConv2d):
+        return op.groups == 1
     out_f, in_f = op.weight.shape
-    return in_f % 8 == 0 and out_f % 8 == 0 and int(np.abs(op.weight).max(initial=0)) <= 127
+    return in_f % 8 == 0 and out_f % 8 == 0
+
+
+def _ceil8(n: int) -> int:
+    return -(-n // 8) * 8
+
+
+def _int_mm(rows: Array, w8: torch.Tensor) -> Array:
+    """``rows @ w8`` for int8 ``rows`` (R, K) and ``w8`` (K, N), K and N multiples of 8: int32, exact."""
+    a = torch.from_numpy(rows)
+    n = a.shape[0]
+    if n <= 16:  # _int_mm needs more than 16 rows
+        a = torch.cat([a, a.new_zeros(17 - n, a.shape[1])])
+    out: Array = torch._int_mm(a, w8)[:n].numpy()
+    return out
 
 
 def legal_paths(op: QLinear | QConv2d, input_max: int, bits: int) -> list[Path]:
@@ -149,8 +169,11 @@ class DenseSynapses:
         self.op, self.path = op, path
         if path in ("blas-f32", "blas-f64", "onednn-f32"):
             self.w, self.b = _weights(op, "blas-f64" if path == "blas-f64" else "blas-f32")
-        elif path == "int8-mm":
-            self.w8 = torch.from_numpy(np.ascontiguousarray(op.weight.T, dtype=np.int8))
+        elif path == "int8-mm":  # (K, N): a conv's taps and channels padded to multiples of 8
+            w = op.weight.reshape(op.weight.shape[0], -1)
+            w8 = np.zeros((_ceil8(w.shape[1]), _ceil8(w.shape[0])), np.int8)
+            w8[: w.shape[1], : w.shape[0]] = w.T
+            self.w8 = torch.from_numpy(w8)
             self.b32 = None if op.bias is None else op.bias.astype(np.int32)
 
     def __call__(self, x: Array) -> Array:
@@ -158,13 +181,11 @@ class DenseSynapses:
         paths (neuron kernels read them directly), integers otherwise."""
         if self.path == "int64":
             return REFERENCE[type(self.op)](self.op, [x[None].astype(np.int64)], {"n": 0})[0][0]
-        if self.path == "int8-mm":
-            rows = torch.from_numpy(np.ascontiguousarray(x).astype(np.int8, copy=False))
-            n = rows.shape[0]
-            if n <= 16:  # _int_mm needs more than 16 rows
-                rows = torch.cat([rows, rows.new_zeros(17 - n, rows.shape[1])])
-            y = torch._int_mm(rows, self.w8)[:n].numpy()
+        if self.path == "int8-mm" and isinstance(self.op, QLinear):
+            y = _int_mm(np.ascontiguousarray(x).astype(np.int8, copy=False), self.w8)
             return y if self.b32 is None else y + self.b32
+        if self.path == "int8-mm":
+            return self._conv(x)
         with tuning.exact_float():
             if isinstance(self.op, QLinear):
                 return F.linear(_float(x, self.path), self.w, self.b).numpy()
@@ -187,7 +208,8 @@ class DenseSynapses:
         return y.numpy()
 
     def _conv(self, x: Array) -> Array:
-        """The conv as one matrix product per group over the im2col columns: plain dot products."""
+        """The conv as one matrix product per group over the im2col columns: plain dot products, in
+        float (IEEE precision) or int8 x int8 -> int32 (taps padded with zeros to a multiple of 8)."""
         op = self.op
         assert isinstance(op, QConv2d)
         c_out, cin_g, kh, kw = op.weight.shape
@@ -195,16 +217,26 @@ class DenseSynapses:
         (sh, sw), (ph, pw), (dh, dw) = op.stride, op.padding, op.dilation
         oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
         ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        dtype = np.float64 if self.path == "blas-f64" else np.float32
         geo = conv_geometry(op.stride, op.padding, op.dilation, cin_g)
-        cols = torch.from_numpy(im2col(np.ascontiguousarray(x), (kh, kw), (oh, ow), geo, dtype))
-        cols = cols.reshape(x.shape[0] * oh * ow, -1)
         k, g, cout_g = cin_g * kh * kw, op.groups, c_out // op.groups
-        w = self.w.reshape(c_out, k)
-        parts = [cols[:, i * k : (i + 1) * k] @ w[i * cout_g : (i + 1) * cout_g].T for i in range(g)]
-        y = parts[0] if g == 1 else torch.cat(parts, dim=1)
-        if self.b is not None:
-            y += self.b
+        y: torch.Tensor
+        if self.path == "int8-mm":
+            cols8 = np.zeros((x.shape[0], oh, ow, _ceil8(k)), np.int8)
+            view = cols8[..., :k].reshape(x.shape[0], oh, ow, cin_g, kh, kw)
+            im2col(np.ascontiguousarray(x).astype(np.int8, copy=False), geo, view)
+            y = torch.from_numpy(_int_mm(cols8.reshape(-1, cols8.shape[-1]), self.w8)[:, :c_out])
+            if self.b32 is not None:
+                y += torch.from_numpy(self.b32)
+        else:
+            dtype = np.float64 if self.path == "blas-f64" else np.float32
+            cols6 = np.empty((x.shape[0], oh, ow, cin_g * g, kh, kw), dtype)
+            im2col(np.ascontiguousarray(x), geo, cols6)
+            cols = torch.from_numpy(cols6).reshape(x.shape[0] * oh * ow, -1)
+            w = self.w.reshape(c_out, k)
+            parts = [cols[:, i * k : (i + 1) * k] @ w[i * cout_g : (i + 1) * cout_g].T for i in range(g)]
+            y = parts[0] if g == 1 else torch.cat(parts, dim=1)
+            if self.b is not None:
+                y += self.b
         return y.reshape(x.shape[0], oh, ow, c_out).permute(0, 3, 1, 2).contiguous().numpy()
 
 
@@ -402,11 +434,17 @@ class _Node:
     """One node prepared for the run: its kernels, built once."""
 
     def __init__(
-        self, graph: Graph, name: str, choice: Choice | None, ranges: RangeReport, record: bool
+        self,
+        graph: Graph,
+        shapes: Mapping[str, tuple[int, ...]],
+        name: str,
+        choice: Choice | None,
+        ranges: RangeReport,
+        record: bool,
     ) -> None:
         self.name, self.op = name, graph.op(name)
         self.args = graph.args(name)
-        self.shape = graph.shapes()[name]
+        self.shape = shapes[name]
         self.bits = ranges.nodes[name].bits if name in ranges.nodes else 0
         self.choice = choice
         self.dense: DenseSynapses | None = None
@@ -417,7 +455,7 @@ class _Node:
         self.verified = False  # a conv's oneDNN path, once checked
         if isinstance(self.op, QLinear | QConv2d):
             assert choice is not None
-            in_shape = self.in_shape = graph.shapes()[self.args[0]]
+            in_shape = self.in_shape = shapes[self.args[0]]
             self.limit = max(1, ranges.nodes[self.args[0]].out_max)
             self.dense = DenseSynapses(self.op, choice.dense) if choice.event_below <= 1 else None
             if not choice.fused and choice.event_below > 0:
@@ -547,7 +585,8 @@ def _simulate(
         else {**plan_defaults(graph, ranges, keep), **forced_plan(graph, paths, keep)}
     )
     order = [n for n in graph.topo_order() if n != graph.input_name]
-    nodes = {n: _Node(graph, n, choices.get(n), ranges, record or n in state_read) for n in order}
+    shapes = graph.shapes()
+    nodes = {n: _Node(graph, shapes, n, choices.get(n), ranges, record or n in state_read) for n in order}
     for n, node in nodes.items():
         if node.choice is not None and node.choice.fused and node.choice.event_below > 0:
             nodes[graph.users(n)[0]].fuse(node)

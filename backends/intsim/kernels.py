@@ -46,9 +46,10 @@ def threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def split(fn: Callable[[int, int], Any], n: int) -> list[Any]:
-    """``fn(lo, hi)`` over ``range(n)`` cut into one slice per CPU, run on threads; the results in order."""
-    parts = min(n, threads())
+def split(fn: Callable[[int, int], Any], n: int, grain: int = 1) -> list[Any]:
+    """``fn(lo, hi)`` over ``range(n)`` cut into one slice per CPU (of at least ``grain`` items: small
+    work runs in the caller's thread), run on threads; the results in order."""
+    parts = max(1, min(threads(), -(-n // grain)))
     bounds = [(n * p // parts, n * (p + 1) // parts) for p in range(parts)]
     if parts <= 1:
         return [fn(lo, hi) for lo, hi in bounds]
@@ -406,9 +407,9 @@ def _scan(x: Array, out: Array | None) -> tuple[int, int] | None:
     """(smallest, largest) value of ``x`` when every value is an integer in -128..127, else None;
     writes the int8 codes to ``out`` when given. Floats in one compiled pass, one slice per CPU."""
     flat = np.ascontiguousarray(x).reshape(-1)
+    if flat.size == 0:
+        return 0, 0
     if flat.dtype.kind != "f":  # integers and booleans: their range is enough
-        if flat.size == 0:
-            return 0, 0
         low, high = int(flat.min()), int(flat.max())
         if low < -128 or high > 127:
             return None
@@ -419,11 +420,11 @@ def _scan(x: Array, out: Array | None) -> tuple[int, int] | None:
     bounds = np.array([-128, 127, 0], flat.dtype)
     write = int(out is not None)
     parts = split(
-        lambda lo, hi: _codes(flat[lo:hi], dest[lo:hi] if write else dest, write, bounds), flat.size
+        lambda lo, hi: _codes(flat[lo:hi], dest[lo:hi] if write else dest, write, bounds), flat.size, 1 << 16
     )
     if any(bad for bad, _, _ in parts):
         return None
-    return (min(int(p[1]) for p in parts), max(int(p[2]) for p in parts)) if parts else (0, 0)
+    return min(int(p[1]) for p in parts), max(int(p[2]) for p in parts)
 
 
 def spike_codes(x: Array) -> tuple[Array, int] | None:
@@ -532,11 +533,10 @@ def conv_geometry(
     return np.array([*stride, *padding, *dilation, cin_g], np.int64)
 
 
-def im2col(x: Array, kernel: tuple[int, int], out_hw: tuple[int, int], geo: Array, dtype: type) -> Array:
-    """``x`` (R, C, H, W) as (R, oh, ow, C, kh, kw) columns of ``dtype``, on every CPU."""
-    cols: Array = np.empty((x.shape[0], *out_hw, x.shape[1], *kernel), dtype)
+def im2col(x: Array, geo: Array, cols: Array) -> None:
+    """``x`` (R, C, H, W) as (R, oh, ow, C, kh, kw) columns into ``cols`` (any layout and number
+    type), on every CPU."""
     split(lambda lo, hi: _im2col(x, geo, cols, lo, hi), x.shape[0])
-    return cols
 
 
 class EventConv:

@@ -40,6 +40,7 @@ class Graph:
     def __init__(self, whole_sequence: bool = False) -> None:
         self._g: nx.DiGraph = nx.DiGraph()
         self.whole_sequence = whole_sequence
+        self._topo: tuple[str, ...] | None = None  # the node order, until a node is added
 
     # ------------------------------------------------------------------------------ building
 
@@ -54,6 +55,7 @@ class Graph:
         for src in inputs:
             if src not in self._g:
                 raise GraphError(f"node {name!r}: input {src!r} is not in the graph")
+        self._topo = None
         self._g.add_node(name, op=op, args=tuple(inputs), source=source, order=len(self._g))
         for src in inputs:
             self._g.add_edge(src, name)
@@ -112,8 +114,11 @@ class Graph:
         return order
 
     def topo_order(self) -> list[str]:
-        """Every node, inputs before users, ties broken by insertion order (deterministic)."""
-        return list(nx.lexicographical_topological_sort(self._g, key=self._order))
+        """Every node, inputs before users, ties broken by insertion order (deterministic); computed
+        once per structure (adding a node recomputes it)."""
+        if self._topo is None:
+            self._topo = tuple(nx.lexicographical_topological_sort(self._g, key=self._order))
+        return list(self._topo)
 
     def _only(self, cls: type[Op]) -> str:
         found: list[str] = [n for n in self._g if isinstance(self.op(n), cls)]

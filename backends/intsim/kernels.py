@@ -83,15 +83,19 @@ def _bad_event(e: Any, v: int, limit: int) -> bool:
 
 
 @numba.njit(cache=True)  # type: ignore[untyped-decorator]
-def _gather(events: Any, limit: int, rows: Any, bias: Any, has_bias: int, out: Any) -> int:
+def _gather(events: Any, limit: int, rows: Any, bias: Any, has_bias: int, out: Any, active: Any) -> int:
     """``out = bias + sum_i events[i] * rows[i]`` over the nonzero events (dense rows); returns the
-    count of bad events (:func:`_bad_event`)."""
+    count of bad events (:func:`_bad_event`). The nonzero events' indices are first gathered into the
+    scratch ``active`` without branches (spikes at any density mispredict none), then their rows added."""
     _start(out, bias, has_bias)
-    bad = 0
+    n = 0
     for i in range(events.shape[0]):
+        active[n] = i
+        n += events[i] != 0
+    bad = 0
+    for k in range(n):
+        i = active[k]
         e = events[i]
-        if e == 0:
-            continue
         v = np.int64(e)
         if _bad_event(e, v, limit):
             bad += 1
@@ -127,10 +131,11 @@ def _scatter(
 
 @numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
 def _synapses(
-    x_t: Any, syn: Any, syn_bias: Any, syn_ints: Any, cur: Any, prev: Any, rec: Any, rbuf: Any
+    x_t: Any, syn: Any, syn_bias: Any, syn_ints: Any, cur: Any, prev: Any, rec: Any, rbuf: Any, active: Any
 ) -> int:
     """One step's synaptic input of one sample: the fused synapse op into ``cur``, the recurrence
-    ``R(s[t-1])`` into ``rbuf`` (left at zero without one); returns the count of bad input events. ``syn`` / ``rec`` hold (rows, indptr, index, values,
+    ``R(s[t-1])`` into ``rbuf`` (left at zero without one), ``active`` their scratch (as long as the
+    longer of ``x_t`` and ``prev``); returns the count of bad input events. ``syn`` / ``rec`` hold (rows, indptr, index, values,
     bias) for dense or sparse storage; ``syn_ints``: fused (0 none, 1 dense, 2 sparse), has_syn_bias,
     rec_kind, has_rec_bias, the input events' bound."""
     fused, has_syn_bias, rec_kind, has_rec_bias, limit = (
@@ -142,12 +147,12 @@ def _synapses(
     )
     bad = 0
     if fused == 1:
-        bad += _gather(x_t, limit, syn[0], syn_bias, has_syn_bias, cur)
+        bad += _gather(x_t, limit, syn[0], syn_bias, has_syn_bias, cur, active)
     elif fused == 2:
         bad += _scatter(x_t, limit, syn[1], syn[2], syn[3], syn_bias, has_syn_bias, cur)
     big = np.int64(1) << 62  # the previous step's spike codes are in range by construction
     if rec_kind == REC_DENSE:
-        _gather(prev, big, rec[0], rec[4], has_rec_bias, rbuf)
+        _gather(prev, big, rec[0], rec[4], has_rec_bias, rbuf, active)
     elif rec_kind == REC_SPARSE:
         _scatter(prev, big, rec[1], rec[2], rec[3], rec[4], has_rec_bias, rbuf)
     elif rec_kind == REC_ONE:  # w * s[t-1], the weights in the bias slot
@@ -286,6 +291,7 @@ def _lif(
     states (B, N), outputs (T, B, N); ``p``: :meth:`NeuronKernel._lif`, its last entry whether the
     membrane is recorded."""
     fused, rec_kind, record = syn_ints[0], syn_ints[2], p[p.shape[0] - 1]
+    active = np.empty(max(x.shape[2], mem.shape[1]), np.int64)
     tiled = thr.shape[0] > mem.shape[1]
     q0, q1 = (0, 1) if tiled else (lo_b, hi_b)
     mem_r, rec_r, prev_r = (
@@ -298,7 +304,7 @@ def _lif(
     for t in range(x.shape[0]):  # steps outside: each step's rows are read and written in order
         if fused != 0 or rec_kind != REC_NONE:
             for b in range(lo_b, hi_b):
-                bad += _synapses(x[t, b], syn, syn_bias, syn_ints, cur[0, b], prev[b], rec, rbuf[b])
+                bad += _synapses(x[t, b], syn, syn_bias, syn_ints, cur[0, b], prev[b], rec, rbuf[b], active)
         spk = _rows(out_spk[t], lo_b, hi_b, tiled)
         if fused != 0:
             c = _rows(cur[0], lo_b, hi_b, tiled)
@@ -340,6 +346,7 @@ def _cuba(
 ) -> tuple[int, int]:
     """QCubaLIF over ``x.shape[0]`` steps, as :func:`_lif`; ``p``: :meth:`NeuronKernel._cuba`."""
     fused, rec_kind, record = syn_ints[0], syn_ints[2], p[p.shape[0] - 1]
+    active = np.empty(max(x.shape[2], mem.shape[1]), np.int64)
     tiled = thr.shape[0] > mem.shape[1]
     q0, q1 = (0, 1) if tiled else (lo_b, hi_b)
     mem_r, syn_r = _rows(mem, lo_b, hi_b, tiled), _rows(isyn, lo_b, hi_b, tiled)
@@ -349,7 +356,7 @@ def _cuba(
     for t in range(x.shape[0]):
         if fused != 0 or rec_kind != REC_NONE:
             for b in range(lo_b, hi_b):
-                bad += _synapses(x[t, b], syn, syn_bias, syn_ints, cur[0, b], prev[b], rec, rbuf[b])
+                bad += _synapses(x[t, b], syn, syn_bias, syn_ints, cur[0, b], prev[b], rec, rbuf[b], active)
         spk = _rows(out_spk[t], lo_b, hi_b, tiled)
         if fused != 0:
             c = _rows(cur[0], lo_b, hi_b, tiled)
@@ -372,10 +379,11 @@ def _events(x: Any, syn: Any, syn_bias: Any, syn_ints: Any, out: Any, lo_b: int,
     """A synapse op alone, event-driven: ``out[t, b] = b + sum of the active inputs' rows``; returns the
     count of bad input events."""
     bad = 0
+    active = np.empty(x.shape[2], np.int64)
     for b in range(lo_b, hi_b):
         for t in range(x.shape[0]):
             if syn_ints[0] == 1:
-                bad += _gather(x[t, b], syn_ints[4], syn[0], syn_bias, syn_ints[1], out[t, b])
+                bad += _gather(x[t, b], syn_ints[4], syn[0], syn_bias, syn_ints[1], out[t, b], active)
             else:
                 bad += _scatter(
                     x[t, b], syn_ints[4], syn[1], syn[2], syn[3], syn_bias, syn_ints[1], out[t, b]
@@ -680,6 +688,16 @@ def _round_settings(shift: int, mode: str) -> list[int]:
     return [t.add, t.add_neg, t.tie_even, t.half, t.mask]
 
 
+def _recurrence_dtype(rec: DenseRecurrence | ConvRecurrence, graded: Array) -> type[np.signedinteger[Any]]:
+    """The narrowest integer type that holds every partial sum of the recurrent input: at most the sum
+    of an output's |weights| times the largest spike code, plus its |bias| (narrow rows: less memory
+    to stream per spike)."""
+    w = np.abs(rec.weight.astype(np.int64)).reshape(rec.weight.shape[0], -1)
+    bias = 0 if rec.bias is None else int(np.abs(rec.bias).max(initial=0))
+    bound = int(w.sum(axis=1).max(initial=0)) * int(np.abs(graded).max(initial=0)) + bias
+    return np.int16 if bound < 2**15 else np.int32 if bound < 2**31 else np.int64
+
+
 def _flat(a: np.ndarray, shape: Shape) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(a, shape).reshape(-1), dtype=np.int64)
 
@@ -726,7 +744,7 @@ class NeuronKernel:
             self.rec = (*self.rec[:4], one)
         elif isinstance(rec, DenseRecurrence | ConvRecurrence):
             rows = recurrence_rows(rec, shape)
-            self.rec, _, storage, has_rec_bias = rows.pack(np.int64)
+            self.rec, _, storage, has_rec_bias = rows.pack(_recurrence_dtype(rec, op.graded))
             self.rec_kind = REC_DENSE if storage == 1 else REC_SPARSE
         self.syn_ints = np.array([kind, has_bias, self.rec_kind, has_rec_bias, 0], np.int64)
         self._tiled: dict[int, tuple[Array, ...]] = {}
@@ -790,9 +808,9 @@ class NeuronKernel:
     def new_state(self, batch: int) -> dict[str, Array]:
         """Zero states, the previous step's spike codes, and the kernels' per-sample buffers."""
         state = {v: np.zeros((batch, self.size), np.int64) for v in self.names}
-        state["prev"] = np.zeros((batch, self.size), np.int64)
+        state["prev"] = np.zeros((batch, self.size), spike_dtype(self.op.graded))
         state["cur"] = np.zeros((1, batch, self.size), self.acc_dtype)
-        state["rbuf"] = np.zeros((batch, self.size), np.int64)
+        state["rbuf"] = np.zeros((batch, self.size), self.rec[4].dtype)
         return state
 
     def outputs(self, steps: int, batch: int) -> dict[str, Array]:

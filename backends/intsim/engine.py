@@ -47,6 +47,7 @@ from snncompile.backends.intsim.kernels import (
     conv_geometry,
     im2col,
     linear_rows,
+    pool,
     spike_codes,
     spike_dtype,
     spike_range,
@@ -398,21 +399,9 @@ def describe_plan(graph: Graph, choices: Mapping[str, Choice]) -> str:
 # ------------------------------------------------------------------------------------ the run
 
 
-def _window_reduce(v: torch.Tensor, op: MaxPool2d | SumPool2d | AvgPool2d, combine: Any) -> torch.Tensor:
-    """Unpadded pooling as a reduction over the kernel's strided slices (exact: max, or an integer sum)."""
-    (kh, kw), (sh, sw) = op.kernel, op.stride
-    oh, ow = (v.shape[2] - kh) // sh + 1, (v.shape[3] - kw) // sw + 1
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            part = v[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
-            out = part if out is None else combine(out, part)
-    assert out is not None
-    return out.contiguous()
-
-
 def _pool(op: MaxPool2d | SumPool2d | AvgPool2d, x: Array, bits: int) -> Array:
-    """A pool over rows ``(R, C, H, W)`` of integers or exact floats."""
+    """A pool over rows ``(R, C, H, W)`` of integers or exact floats: a max keeps the input's type, a
+    window sum is taken in float32 / int32 while it fits (2**24 / 2**31), else float64 / int64."""
     simple = (
         op.padding == (0, 0)
         and not getattr(op, "ceil_mode", False)
@@ -420,14 +409,11 @@ def _pool(op: MaxPool2d | SumPool2d | AvgPool2d, x: Array, bits: int) -> Array:
     )
     if not simple:
         return REFERENCE[type(op)](op, [x[None].astype(np.int64)], {"n": 0})[0][0]
-    v = torch.from_numpy(np.ascontiguousarray(x))
     if isinstance(op, MaxPool2d):
-        return _window_reduce(v, op, torch.maximum).numpy()
-    if v.dtype.is_floating_point:  # a window sum of exact floats: float32 while the sum fits 2**24
-        v = v.to(torch.float32 if bits <= 24 else torch.float64)
-    else:
-        v = v.to(torch.int32 if bits <= 31 else torch.int64)
-    return _window_reduce(v, op, torch.add).numpy()
+        return pool(x, op.kernel, op.stride, True, x.dtype)
+    if x.dtype.kind == "f":
+        return pool(x, op.kernel, op.stride, False, np.float32 if bits <= 24 else np.float64)
+    return pool(x, op.kernel, op.stride, False, np.int32 if bits <= 31 else np.int64)
 
 
 class _Node:

@@ -508,6 +508,31 @@ def _conv_events(
     return bad
 
 
+@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+def _pool_rows(x: Any, out: Any, kh: int, kw: int, sh: int, sw: int, is_max: int) -> None:
+    """``out[r, c, oy, ox]`` = the max (``is_max``) or the sum of ``x[r, c, oy*sh + i, ox*sw + j]``
+    over the ``kh x kw`` window, in ``out``'s number type (exact: the caller sizes it)."""
+    for r in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            for oy in range(out.shape[2]):
+                for ox in range(out.shape[3]):
+                    acc = out.dtype.type(x[r, c, oy * sh, ox * sw]) if is_max == 1 else out.dtype.type(0)
+                    for i in range(kh):
+                        for j in range(kw):
+                            v = out.dtype.type(x[r, c, oy * sh + i, ox * sw + j])
+                            acc = max(acc, v) if is_max == 1 else acc + v
+                    out[r, c, oy, ox] = acc
+
+
+def pool(x: Array, kernel: tuple[int, int], stride: tuple[int, int], is_max: bool, dtype: Any) -> Array:
+    """An unpadded max or sum pool over rows ``x`` (R, C, H, W) into ``dtype``, on every CPU."""
+    (kh, kw), (sh, sw) = kernel, stride
+    out = np.empty((x.shape[0], x.shape[1], (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1), dtype)
+    x = np.ascontiguousarray(x)
+    split(lambda lo, hi: _pool_rows(x[lo:hi], out[lo:hi], kh, kw, sh, sw, int(is_max)), x.shape[0])
+    return out
+
+
 def tap_map(size: int, out_size: int, k: int, stride: int, pad: int, dilation: int) -> Array:
     """``m[y, ky]``: the output position that input ``y`` reaches through tap ``ky`` (``y = o*stride -
     pad + ky*dilation``), or -1 where none does."""

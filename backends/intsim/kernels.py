@@ -135,9 +135,10 @@ def _synapses(
 ) -> int:
     """One step's synaptic input of one sample: the fused synapse op into ``cur``, the recurrence
     ``R(s[t-1])`` into ``rbuf`` (left at zero without one), ``active`` their scratch (as long as the
-    longer of ``x_t`` and ``prev``); returns the count of bad input events. ``syn`` / ``rec`` hold (rows, indptr, index, values,
-    bias) for dense or sparse storage; ``syn_ints``: fused (0 none, 1 dense, 2 sparse), has_syn_bias,
-    rec_kind, has_rec_bias, the input events' bound."""
+    longer of ``x_t`` and ``prev``); returns the count of bad input events. ``syn`` / ``rec`` hold
+    (rows, indptr, index, values, bias): a fused linear op's dense rows, a recurrence's dense or
+    sparse ones; ``syn_ints``: fused (0 none, 1 yes), has_syn_bias, rec_kind, has_rec_bias, the input
+    events' bound."""
     fused, has_syn_bias, rec_kind, has_rec_bias, limit = (
         syn_ints[0],
         syn_ints[1],
@@ -148,8 +149,6 @@ def _synapses(
     bad = 0
     if fused == 1:
         bad += _gather(x_t, limit, syn[0], syn_bias, has_syn_bias, cur, active)
-    elif fused == 2:
-        bad += _scatter(x_t, limit, syn[1], syn[2], syn[3], syn_bias, has_syn_bias, cur)
     big = np.int64(1) << 62  # the previous step's spike codes are in range by construction
     if rec_kind == REC_DENSE:
         _gather(prev, big, rec[0], rec[4], has_rec_bias, rbuf, active)
@@ -376,18 +375,13 @@ def _cuba(
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
 def _events(x: Any, syn: Any, syn_bias: Any, syn_ints: Any, out: Any, lo_b: int, hi_b: int) -> int:
-    """A synapse op alone, event-driven: ``out[t, b] = b + sum of the active inputs' rows``; returns the
-    count of bad input events."""
+    """A linear op alone, event-driven: ``out[t, b] = b + sum of the active inputs' (dense) rows``;
+    returns the count of bad input events."""
     bad = 0
     active = np.empty(x.shape[2], np.int64)
     for b in range(lo_b, hi_b):
         for t in range(x.shape[0]):
-            if syn_ints[0] == 1:
-                bad += _gather(x[t, b], syn_ints[4], syn[0], syn_bias, syn_ints[1], out[t, b], active)
-            else:
-                bad += _scatter(
-                    x[t, b], syn_ints[4], syn[1], syn[2], syn[3], syn_bias, syn_ints[1], out[t, b]
-                )
+            bad += _gather(x[t, b], syn_ints[4], syn[0], syn_bias, syn_ints[1], out[t, b], active)
     return bad
 
 
@@ -686,9 +680,10 @@ def recurrence_rows(rec: DenseRecurrence | ConvRecurrence, shape: Shape) -> Rows
 
 
 class EventSynapses:
-    """A synapse op alone on the event path: its rows packed once, accumulated in ``dtype``."""
+    """A linear op alone on the event path: its dense rows packed once, accumulated in ``dtype``."""
 
     def __init__(self, rows: Rows, dtype: type[np.signedinteger[Any]]) -> None:
+        assert rows.dense is not None, "event synapses take a linear op's dense rows"
         self.n_out, self.dtype = rows.n_out, dtype
         self.packed, self.bias, kind, has_bias = rows.pack(dtype)
         self.ints = np.array([kind, has_bias, 0, 0, 0], np.int64)
@@ -757,6 +752,7 @@ class NeuronKernel:
         self.record = record
         self.acc_dtype = dtype
         none = Rows(self.size, dense=np.zeros((1, 1), np.int64)).pack(np.int64)
+        assert fused is None or fused.dense is not None, "a fused synapse op is a linear op's dense rows"
         self.syn, self.syn_bias, kind, has_bias = none if fused is None else fused.pack(dtype)
         kind = 0 if fused is None else kind
         rec = op.recurrence

@@ -89,8 +89,10 @@ def _load_module(model: str, checkpoint: str | None) -> nn.Module:
     from snncompile.loading import load_checkpoint, load_factory
 
     module = load_factory(model)
-    if checkpoint:
-        load_checkpoint(module, checkpoint)
+    note = load_checkpoint(module, checkpoint) if checkpoint else None
+    ctx = click.get_current_context(silent=True)
+    if note and ctx is not None and not (ctx.find_root().obj or {}).get("quiet"):
+        click.echo(f"note: {note}")
     return module
 
 

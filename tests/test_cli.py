@@ -423,8 +423,8 @@ ERROR_CASES: dict[str, tuple[Any, str]] = {
     ),
     "checkpoint-of-other-architecture": (
         lambda f: ["inspect", f"{f['model']}:build", "--checkpoint", f["other_ckpt"]],
-        r"Error: checkpoint '.*other\.pt' does not fit the model: missing keys \['2\.bias', '2\.weight', "
-        r"'3\.beta', .*\], unexpected keys \[\]",
+        r"Error: checkpoint '.*other\.pt' does not fit the model: 6 missing keys \('2\.bias', '2\.weight', "
+        r"'3\.beta', '3\.graded_spikes_factor', \.\.\.\), no unexpected keys",
     ),
     "checkpoint-tensor-of-wrong-shape": (
         lambda f: ["inspect", f"{f['model']}:build", "--checkpoint", f["shape_ckpt"]],
@@ -641,7 +641,7 @@ def test_script_error_is_one_line(files: dict[str, Path]) -> None:
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr  # nothing else on stderr: no warnings, no traceback
     assert re.fullmatch(
-        r"Error: checkpoint 'other\.pt' does not fit the model: missing keys \[.*\], unexpected keys \[\]",
+        r"Error: checkpoint 'other\.pt' does not fit the model: 6 missing keys \(.*\), no unexpected keys",
         lines[0],
     )
 

@@ -147,6 +147,18 @@ def test_cluster_and_local_processes_write_the_same_bytes(
     assert all(r["ok"] for r in stored if not r["target"].endswith("tiny.toml"))
 
 
+def test_a_sweep_where_no_point_fits_still_writes_its_files(
+    data: dict[str, Any], points: tuple[Point, ...], tmp_path: Path
+) -> None:
+    tiny = [p for p in points if p.target.endswith("tiny.toml")][:1]
+    records = sweep(
+        build(), tiny, data["x"], calibration=data["calib"], output=tmp_path, workers=1, progress=False
+    )
+    assert [r["ok"] for r in records] == [False]
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # an empty plot, not a crash
+    assert "does not fit: cores: needs 3 cores" in (tmp_path / "sweep.txt").read_text()
+
+
 def test_records_and_frontier_against_brute_force(
     data: dict[str, Any], points: tuple[Point, ...], client: Client
 ) -> None:
@@ -219,7 +231,8 @@ def test_resume_runs_only_the_missing_points(
     other = data["x"].copy()
     other[0, 0, 0] ^= 1
     with pytest.raises(
-        InputError, match=r"holds a sweep of another model, other inputs or another snncompile version"
+        InputError,
+        match=r"holds a sweep of another model, other inputs or another snncompile version",
     ):
         sweep(build(), points[:6], other, output=tmp_path / "run", **args)
 

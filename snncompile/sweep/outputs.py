@@ -135,7 +135,7 @@ def plot_png(records: Sequence[Record]) -> bytes:
                 drawstyle="steps-post", label="frontier")  # fmt: skip
         ax.scatter([r[cost] * scale for r in front], [100 * score(r) for r in front], s=90,
                    facecolors="none", edgecolors="k")  # fmt: skip
-        if cost == "energy_j":  # energies span decades across targets; memories do not
+        if cost == "energy_j" and measured:  # energies span decades across targets; memories do not
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(ScalarFormatter())

@@ -152,6 +152,12 @@ def load_model_graph(model: str, checkpoint: str | None, input_shape: tuple[int,
 
 
 _MODEL = click.argument("model")
+_APPROXIMATE = click.option(
+    "--approximate-state-quant",
+    is_flag=True,
+    help="Accept snnTorch state_quant level tables that no fixed-point format reproduces: use the "
+    "nearest format; the report gives its measured error and spike agreement.",
+)
 _CHECKPOINT = click.option(
     "--checkpoint", type=click.Path(dir_okay=False), help="state_dict file (read with weights_only=True)."
 )
@@ -389,6 +395,7 @@ def _node_arrays(graph: Graph, run: Run, node: str) -> dict[str, np.ndarray]:
 @click.option(
     "--synth", is_flag=True, help="Synthesize the reference RTL core with yosys; figures go in the report."
 )
+@_APPROXIMATE
 @_nir_options
 @click.pass_context
 def compile_cmd(
@@ -401,6 +408,7 @@ def compile_cmd(
     build: str,
     golden: str | None,
     synth: bool,
+    approximate_state_quant: bool,
 ) -> None:
     """Quantize MODEL for a target and write a build directory.
 
@@ -427,7 +435,7 @@ def compile_cmd(
         raise InputError(
             f"{model!r} is already compiled; compile a model, a saved float graph or a .nir file"
         )
-    program = compile_graph(graph, load_target(target), calib)
+    program = compile_graph(graph, load_target(target), calib, approximate_state_quant)
     stimulus = load_npz(golden, "x") if golden else None
     extras: dict[str, Any] = {
         "synthesis": _synthesis(program.target) if synth else {"reason": "not run (--synth)"}
@@ -493,6 +501,7 @@ def targets(name: str | None) -> None:
     type=click.Path(file_okay=False),
     help="Write raster, membrane and agreement PNGs here.",
 )
+@_APPROXIMATE
 @_nir_options
 @click.pass_context
 def verify_cmd(
@@ -505,6 +514,7 @@ def verify_cmd(
     calibration: str | None,
     tolerance: float,
     plot_dir: str | None,
+    approximate_state_quant: bool,
 ) -> None:
     """Run the torch model and the integer simulator on the same inputs and compare them.
 
@@ -529,6 +539,11 @@ def verify_cmd(
     module = None if model.endswith(".nir") else _load_module(model, checkpoint)
     traced = TracedForward.of_graph(_import_nir(model)) if module is None else trace_sequence(module, x)
     float_graph = traced.graph
+    if build and approximate_state_quant:
+        raise InputError(
+            "--approximate-state-quant applies when verify compiles the model; a --build is compiled "
+            "already (give the flag to compile)"
+        )
     if build:
         graph, build_report = read_build(build)
         tgt = load_target(build_report["target"])
@@ -536,13 +551,13 @@ def verify_cmd(
     else:
         calib = load_npz(calibration, "x") if calibration else None
         try:
-            program = compile_graph(float_graph, load_target(target), calib)
+            program = compile_graph(float_graph, load_target(target), calib, approximate_state_quant)
         except QuantizationError as e:
             if calib is not None or "calibration" not in str(e):
                 raise
             if not ctx.obj["quiet"]:
                 click.echo("note: a float model; calibrating post-training quantization on the input itself")
-            program = compile_graph(float_graph, load_target(target), x)
+            program = compile_graph(float_graph, load_target(target), x, approximate_state_quant)
         graph, tgt, exact = program.graph, program.target, program.exact
     hardware_x = x if exact else quantize_input(graph, tgt, x)
     report = run_verify(module, traced, graph, x, hardware_x, exact=exact, labels=labels, tolerance=tolerance)

@@ -160,7 +160,7 @@ def test_non_dyadic_state_quant_is_refused(uniform: bool) -> None:
     net = _table_model(quant.state_quant(num_bits=8, uniform=uniform))
     with pytest.raises(
         QuantizationError,
-        match=r"^node 'lif_1': its mem state_quant is an snnTorch level table of 256 levels in .* not a dyadic uniform grid, so no fixed-point format reproduces it; .* approximate_state_quant=True$",
+        match=r"^node 'lif_1': its mem state_quant is an snnTorch level table of 256 levels in .* not a dyadic uniform grid, so no fixed-point format reproduces it; .* approximate_state_quant=True \(--approximate-state-quant on the command line\)$",
     ):
         snncompile.compile(net, example_input=torch.zeros(B, N_IN))
 

@@ -232,7 +232,7 @@ def test_resume_runs_only_the_missing_points(
     other[0, 0, 0] ^= 1
     with pytest.raises(
         InputError,
-        match=r"holds a sweep of another model, other inputs or another snncompile version",
+        match=r"holds a sweep of another model, other inputs, other options or another snncompile version",
     ):
         sweep(build(), points[:6], other, output=tmp_path / "run", **args)
 

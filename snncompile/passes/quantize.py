@@ -205,7 +205,8 @@ def _level_table_format(st: _State, node: str, var: str, q: LevelTable) -> tuple
             f"node {node!r}: its {var} state_quant is an snnTorch level table of {levels.size} levels in "
             f"[{levels[0]:.4g}, {levels[-1]:.4g}] ({spread}), not a dyadic uniform grid, so no fixed-point "
             f"format reproduces it; train with snncompile.quant.FixedPoint (prepare_qat does), or opt into "
-            f"the nearest format {approx.describe()} with approximate_state_quant=True"
+            f"the nearest format {approx.describe()} with approximate_state_quant=True "
+            "(--approximate-state-quant on the command line)"
         )
     st.approximated.setdefault(node, {})[var] = (q, approx)
     return approx, False

@@ -61,7 +61,7 @@ def _open_directory(directory: Path, stamp: str) -> dict[str, Record]:
             ) from None
         if found != stamp:
             raise InputError(
-                f"{str(directory)!r} holds a sweep of another model, other inputs or another snncompile version (fingerprint "
+                f"{str(directory)!r} holds a sweep of another model, other inputs, other options or another snncompile version (fingerprint "
                 f"{found[:12]}, these are {stamp[:12]}); choose another -o"
             )
     try:
@@ -90,6 +90,7 @@ def sweep(
     workers: int | None = None,
     shard_samples: int = 1024,
     progress: bool | None = None,
+    approximate_state_quant: bool = False,
 ) -> list[Record]:
     """Compiles ``model`` (an ``nn.Module`` or a float :class:`Graph`) for every point and simulates it
     on ``x[T, B, ...]``; returns one record a point, in the order of ``points``.
@@ -106,6 +107,7 @@ def sweep(
     on its cluster; without one it runs on Dask's local process scheduler with ``workers`` processes.
     With ``output`` the records are kept in that directory and the sweep resumes from it (see the
     module docstring). ``progress`` (default: when stderr is a terminal) draws points and shards done.
+    ``approximate_state_quant`` is :func:`snncompile.compile`'s, for every point.
     """
     if shard_samples < 1:
         raise InputError(f"sweep shard_samples must be at least 1, got {shard_samples}")
@@ -130,7 +132,7 @@ def sweep(
             raise InputError(
                 f"sweep labels: {ya.dtype} array of shape {ya.shape}; expected integers ({xa.shape[1]},)"
             )
-    stamp = fingerprint(graph, xa, calib, ya)
+    stamp = fingerprint(graph, xa, calib, ya, approximate_state_quant)
     directory = None if output is None else Path(output)
     done = {} if directory is None else _open_directory(directory, stamp)
     results: dict[int, Record] = {i: done[p.key] for i, p in enumerate(points) if p.key in done}
@@ -158,6 +160,7 @@ def sweep(
         workers=workers,
         on_record=keep,
         progress=Progress(len(todo), len(todo) * shards, show),
+        approximate_state_quant=approximate_state_quant,
     )
     records = with_frontiers([results[i] for i in range(len(points))])
     if directory is not None:

@@ -42,6 +42,11 @@ def _ints(option: str, text: str | None) -> list[int] | None:
 @click.option(
     "--shard-samples", type=int, default=1024, show_default=True, help="Samples per simulation task."
 )
+@click.option(
+    "--approximate-state-quant",
+    is_flag=True,
+    help="Accept snnTorch state_quant level tables that no fixed-point format reproduces (as compile).",
+)
 @click.pass_context
 def sweep(
     ctx: click.Context,
@@ -58,6 +63,7 @@ def sweep(
     scheduler: str | None,
     workers: int | None,
     shard_samples: int,
+    approximate_state_quant: bool,
 ) -> None:
     """Compile and simulate MODEL at every target x weight bits x state bits [x decay bits] point.
 
@@ -102,6 +108,7 @@ def sweep(
         records = run_sweep(
             graph, points, x, calibration=calib, labels=y, output=output, client=client, workers=workers,
             shard_samples=shard_samples, progress=None if not quiet else False,
+            approximate_state_quant=approximate_state_quant,
         )  # fmt: skip
     finally:
         if client is not None:

@@ -144,13 +144,15 @@ def float_reference(graph: Graph, x: np.ndarray) -> Reference:
     return Reference(run.spikes[out], run.states.get(out, {}).get("mem"))
 
 
-def compile_point(graph: Graph, point: Point, calibration: np.ndarray | None) -> Any:
+def compile_point(
+    graph: Graph, point: Point, calibration: np.ndarray | None, approximate_state_quant: bool = False
+) -> Any:
     """The point's Program, or the one-line reason it could not be built (it does not fit, a format
     cannot hold the model, ...)."""
     from snncompile.compiler import compile_graph
 
     try:
-        return compile_graph(graph, point.configure(), calibration)
+        return compile_graph(graph, point.configure(), calibration, approximate_state_quant)
     except Exception as e:
         return one_line(e)
 
@@ -299,10 +301,14 @@ def with_frontiers(records: Sequence[Record]) -> list[Record]:
 
 
 def fingerprint(
-    graph: Graph, x: np.ndarray, calibration: np.ndarray | None, labels: np.ndarray | None
+    graph: Graph,
+    x: np.ndarray,
+    calibration: np.ndarray | None,
+    labels: np.ndarray | None,
+    approximate_state_quant: bool = False,
 ) -> str:
     """sha256 over what every record depends on besides its point: the compiler's version, the model,
-    inputs, calibration and labels."""
+    inputs, calibration, labels and whether state_quant tables may be approximated."""
     from snncompile._version import __version__
     from snncompile.ir.serialize import graph_to_dict
 
@@ -313,6 +319,8 @@ def fingerprint(
         if a is not None:
             h.update(f"{a.dtype.str}{a.shape}".encode())
             h.update(np.ascontiguousarray(a).tobytes())
+    if approximate_state_quant:  # absent when off: the sweeps made before the option keep their stamp
+        h.update(b"approximate_state_quant")
     return h.hexdigest()
 
 
@@ -359,6 +367,7 @@ def run_points(
     workers: int | None,
     on_record: Callable[[int, Record, bool], None],
     progress: Progress,
+    approximate_state_quant: bool = False,
 ) -> None:
     """Runs ``points`` (index, point) and calls ``on_record(index, record, final)`` for each as it is done;
     ``final`` is False for a point lost to the cluster (a worker died too often), which a resumed sweep
@@ -383,7 +392,9 @@ def run_points(
     shard_keys: set[str] = set()
     record_index: dict[str, int] = {}
     for i, p in points:
-        program = dask.delayed(compile_point)(g, p, calib, dask_key_name=f"sweep-compile-{token}-{i}")
+        program = dask.delayed(compile_point)(
+            g, p, calib, approximate_state_quant, dask_key_name=f"sweep-compile-{token}-{i}"
+        )
         shards = []
         for j in range(len(xs)):
             key = f"sweep-shard-{token}-{i}-{j}"

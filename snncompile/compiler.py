@@ -14,7 +14,7 @@ from torch import nn
 from snncompile.backends.image import MemoryImage, encode
 from snncompile.backends.intsim import CycleModel, CycleReport, simulate
 from snncompile.backends.intsim.kernels import spike_range
-from snncompile.errors import InputError, SnnCompileError
+from snncompile.errors import InputError, SnnCompileError, UnsupportedModuleError
 from snncompile.frontend import TracedForward, trace_forward
 from snncompile.interpreters.common import Outputs, Run, as_input, kept_nodes
 from snncompile.ir import Graph, Input, InputGrid
@@ -161,23 +161,29 @@ def compile(
 def trace_sequence(module: nn.Module, x: Any) -> TracedForward:
     """Traces ``module`` from a per-step input ``x[T, B, *input_shape]``, with what its forward takes:
     one step ``x[0]`` (a single-step module, or a loop over a static input), or the whole sequence (a
-    loop over ``x[step]``, found when forward indexes its one-step example along time)."""
+    loop over ``x[step]``, found when forward indexes its one-step example along time), batch first
+    (``x`` with its first two axes swapped) when forward reads its steps as ``x[:, step]``."""
     seq = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
     if seq.ndim < 3:
         raise InputError(f"the input has shape {tuple(seq.shape)}; expected (T, B, *input_shape)")
-    try:
-        traced = trace_forward(module, seq[0])
-    except SnnCompileError as step_error:
+    errors: list[SnnCompileError] = []
+    # one step; the sequence read as x[step]; the sequence batch first, read as x[:, step]
+    for example, axis in ((seq[0], None), (seq, 0), (seq.transpose(0, 1).contiguous(), 1)):
         try:
-            whole = trace_forward(module, seq)
-        except SnnCompileError:
-            raise step_error from None
-        if whole.input_mode != "sequence":
-            raise step_error from None
-        return whole
-    if traced.input_mode == "sequence" and not traced.graph.whole_sequence:
-        return trace_forward(module, seq)  # forward read x[step] of its one-step example: retrace
-    return traced
+            traced = trace_forward(module, example)
+        except SnnCompileError as e:
+            errors.append(e)
+            continue
+        if axis is None and (traced.input_mode != "sequence" or traced.graph.whole_sequence):
+            return traced
+        if axis is not None and traced.input_mode == "sequence" and traced.time_axis == axis:
+            return traced
+    if errors:
+        raise errors[0]
+    raise UnsupportedModuleError(
+        f"forward of {type(module).__name__} reads its input step by step, but neither as x[step] of "
+        "x[T, B, ...] nor as x[:, step] of x[B, T, ...]"
+    )
 
 
 def compile_graph(

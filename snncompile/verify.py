@@ -43,7 +43,7 @@ def run_torch(module: nn.Module, traced: TracedForward, x: np.ndarray) -> Run:
     neuron (``Run.values``). The module is left as it was (training flag, neuron states).
 
     A single-step forward is called once per step; a loop over ``x[step]`` (or a LeakyParallel model)
-    once on the whole sequence; a loop over a static input once on ``x[0]``, which needs ``x`` to be
+    once on the whole sequence (batch first for a loop over ``x[:, step]``); a loop over a static input once on ``x[0]``, which needs ``x`` to be
     that input repeated over the loop's steps.
     """
     graph = traced.graph
@@ -82,8 +82,10 @@ def run_torch(module: nn.Module, traced: TracedForward, x: np.ndarray) -> Run:
                 if traced.input_mode == "step":
                     per_step = [_flat(module(xt[t])) for t in range(xt.shape[0])]
                     returned = [torch.stack(v) for v in zip(*per_step, strict=True)]
-                else:
-                    returned = _flat(module(xt[0] if traced.input_mode == "static" else xt))
+                elif traced.input_mode == "static":
+                    returned = _flat(module(xt[0]))
+                else:  # the sequence, batch first when forward reads x[:, step]
+                    returned = _flat(module(xt if traced.time_axis == 0 else xt.transpose(0, 1)))
         finally:
             for h in handles:
                 h.remove()
@@ -99,10 +101,10 @@ def run_torch(module: nn.Module, traced: TracedForward, x: np.ndarray) -> Run:
             st[n] = float_run.states[n]
         else:
             st[n] = {var: torch.stack(v).numpy() for var, v in states[n].items()}
-    values = {
-        node: r.numpy()
-        for (node, state), r in zip(map(graph.output_source, graph.outputs), returned, strict=True)
-        if state is None and node not in neurons
+    values = {  # (T, B, ...), as the graph's run has them
+        out.node: r.numpy() if out.axis == 0 else r.numpy().swapaxes(0, 1)
+        for out, r in zip(traced.outputs, returned, strict=True)
+        if out.var == "value"
     }
     run = Run(graph, np.zeros(0), spk, st, values=values)
     return dataclasses.replace(run, output=run.outputs[0])

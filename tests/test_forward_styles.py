@@ -193,6 +193,44 @@ class SequenceLoop(nn.Module):
         return torch.stack(spk2_rec, dim=0), torch.stack(mem2_rec, dim=0), torch.stack(spk1_rec, dim=0)
 
 
+class BatchFirstLoop(nn.Module):
+    """A batch-first sequence ``x[B, T, ...]`` (as audio and event-camera loaders hand it over), read one
+    step at a time along axis 1: ``x[:, step]`` over ``range(x.size(1))``, ``x[:, step, :]`` over
+    ``range(x.shape[1])``, ``x.select(1, step)``, ``for x_t in x.unbind(1)``, or swapped to time first
+    (``x.transpose(0, 1)``, ``x.permute(1, 0, 2)``) and read as ``x[step]``; returns the output spikes
+    stacked batch first (``dim=1``: (B, T, ...)), the membranes time first, and the last hidden spikes."""
+
+    GLUE: ClassVar[dict[str, Callable[[Tensor], Tensor]]] = {}
+    LOOPS: ClassVar[dict[str, Callable[[Tensor], Any]]] = {
+        "size": lambda x: (x[:, step] for step in range(x.size(1))),
+        "shape": lambda x: (x[:, step, :] for step in range(x.shape[1])),
+        "select": lambda x: (x.select(1, step) for step in range(x.size(1))),
+        "unbind": lambda x: iter(x.unbind(1)),
+        "transpose": lambda x: (lambda t: (t[step] for step in range(t.size(0))))(x.transpose(0, 1)),
+        "permute": lambda x: iter(x.permute(1, 0, 2).contiguous()),
+    }
+
+    def __init__(self, loop: str = "size") -> None:
+        super().__init__()
+        torch.manual_seed(9)
+        self.steps = self.LOOPS[loop]
+        self.fc1 = _scale_(nn.Linear(N_IN, N_HID), 0.8)
+        self.lif1 = snn.Leaky(beta=0.9)
+        self.fc2 = _scale_(nn.Linear(N_HID, N_OUT), 0.6)
+        self.lif2 = snn.Leaky(beta=0.85)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        mem1 = self.lif1.init_leaky()
+        mem2 = self.lif2.init_leaky()
+        spk_rec, mem_rec = [], []
+        for x_t in self.steps(x):
+            spk1, mem1 = self.lif1(self.fc1(x_t), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            spk_rec.append(spk2)
+            mem_rec.append(mem2)
+        return torch.stack(spk_rec, dim=1), torch.stack(mem_rec, dim=0), spk1
+
+
 class SynapticLoop(nn.Module):
     """Synaptic in a sequence loop: ``syn1, mem1 = lif1.init_synaptic()``, ``spk1, syn1, mem1 = lif1(cur,
     syn1, mem1)``; returns the output spikes, synaptic currents and membranes."""
@@ -352,9 +390,10 @@ def check_forward(net: nn.Module, x: Tensor, mode: str) -> TracedForward:
     for i, (o, w) in enumerate(zip(traced.outputs, want, strict=True)):
         assert traced.graph.output_source(o.output) == (o.node, o.var if o.var in ("mem", "syn") else None)
         assert run.outputs[i] is run.outputs[o.output]
-        assert_exact(run.outputs[i] if o.step is None else run.outputs[i][o.step], w.numpy(), f"output {i}")
+        value = run.outputs[i] if o.step is None else run.outputs[i][o.step]  # runs are time first
+        assert_exact(value if o.axis == 0 else value.swapaxes(0, 1), w.numpy(), f"output {i}")
     assert_exact(run.output, run.outputs[0], "run.output")
-    step = x[0] if mode == "sequence" else x
+    step = x if mode != "sequence" else x[0] if traced.time_axis == 0 else x[:, 0]
     twin = snncompile.trace(Twin(net), step)
     assert _body(traced.graph) == _body(twin), f"{traced.graph}\n!=\n{twin}"
     assert twin.outputs == ("output",) and twin.output_name == traced.graph.output_name
@@ -433,6 +472,102 @@ def test_sequence_loop(loop: str) -> None:
 
 def test_sequence_loop_qat() -> None:
     check_qat(SequenceLoop(), _spikes(16, (T, B, N_IN)))
+
+
+@pytest.mark.parametrize("loop", sorted(BatchFirstLoop.LOOPS))
+def test_batch_first_sequence_loop(loop: str) -> None:
+    """x[B, T, ...] read along axis 1: the same one-step graph; the run takes x time first."""
+    x = _currents(23, (B, T, N_IN))
+    traced = check_forward(BatchFirstLoop(loop), x, "sequence")
+    assert traced.time_axis == 1 and traced.steps == T
+    assert [(o.node, o.var, o.step, o.axis) for o in traced.outputs] == [
+        ("lif2", "spk", None, 1),
+        ("lif2", "mem", None, 0),
+        ("lif1", "spk", -1, 0),
+    ]
+    assert np.array_equal(traced.sequence(x), x.numpy().swapaxes(0, 1))
+
+
+def test_batch_first_sequence_loop_qat() -> None:
+    check_qat(BatchFirstLoop(), _spikes(24, (B, T, N_IN)))
+
+
+def test_batch_first_model_traced_and_compiled_from_a_time_first_sequence() -> None:
+    """``trace_sequence`` and ``compile(calibration=)`` take x[T, B, ...]; a forward that reads
+    ``x[:, step]`` is handed x batch first, and the program simulates x time first."""
+    q = prepare_qat(BatchFirstLoop())
+    x = _spikes(25, (B, T, N_IN))
+    want = _forward(q, x)
+    time_first = x.transpose(0, 1).contiguous()
+    traced = snncompile.trace_sequence(q, time_first)
+    assert (traced.input_mode, traced.time_axis, traced.steps) == ("sequence", 1, T)
+    assert traced.graph == trace_forward(q, x).graph
+    prog = snncompile.compile(q, "artix7-100t", calibration=time_first)
+    assert prog.exact, prog.notes
+    sim = prog.simulate(time_first.numpy())
+    spikes = want[0].numpy().swapaxes(0, 1)  # forward stacks the output spikes batch first
+    assert np.array_equal(sim.spikes, spikes.astype(np.int64)) and 0 < spikes.mean() < 1
+
+
+def test_batch_first_model_on_the_command_line(tmp_path: Any) -> None:
+    """X.npz is time first whatever forward takes; simulate and verify hand a batch-first forward its
+    x[B, T, ...]."""
+    from click.testing import CliRunner
+
+    from snncompile.cli import main
+
+    (tmp_path / "model.py").write_text(
+        "import torch\nfrom snncompile.quant import prepare_qat\nfrom test_forward_styles import BatchFirstLoop\n\n"
+        "def net():\n    return BatchFirstLoop()\n\ndef qat():\n    return prepare_qat(BatchFirstLoop())\n"
+    )
+    x = _spikes(26, (B, T, N_IN))
+    np.savez(tmp_path / "x.npz", x=x.numpy().swapaxes(0, 1).astype(np.uint8))
+    out = tmp_path / "y.npz"
+    result = CliRunner().invoke(
+        main, ["simulate", f"{tmp_path}/model.py:net", "--input", str(tmp_path / "x.npz"), "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    want = _forward(BatchFirstLoop(), x)
+    with np.load(out) as y:
+        assert np.array_equal(y["output"], want[0].numpy().swapaxes(0, 1).astype(np.uint8))
+        assert np.array_equal(y["output_1"], want[1].numpy())
+    result = CliRunner().invoke(
+        main, ["verify", f"{tmp_path}/model.py:qat", "--input", str(tmp_path / "x.npz")]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("bit-exact: every spike, membrane and synaptic current agrees")
+
+
+def test_batch_first_refusals() -> None:
+    class Mixed(BatchFirstLoop):
+        def forward(self, x: Tensor) -> Tensor:
+            mem1 = self.lif1.init_leaky()
+            rec = []
+            for step in range(x.size(1)):
+                spk1, mem1 = self.lif1(self.fc1(x[:, step] + 0 * x[step]), mem1)
+                rec.append(spk1)
+            return torch.stack(rec)
+
+    with pytest.raises(
+        UnsupportedModuleError,
+        match=r"^forward of Mixed reads its input \(3, 3, 12\) step by step along axis 1 and along axis 0; read "
+        r"time steps along one axis: x\[step\] of x\[T, B, \.\.\.\] or x\[:, step\] of x\[B, T, \.\.\.\]$",
+    ):
+        snncompile.trace(Mixed(), torch.zeros(B, B, N_IN))
+    short = _Loop(lambda n, x, step, st: _standard(n, n.fc1(x[:, step]), st), steps=4)
+    with pytest.raises(
+        UnsupportedModuleError,
+        match=r"^forward runs 4 time steps over an input sequence of 6 \(x\[B, T, \.\.\.\]\); pass an example "
+        r"input of 4 steps$",
+    ):
+        snncompile.trace(short, torch.zeros(B, 6, N_IN))
+    whole = _Loop(lambda n, x, step, st: _standard(n, n.fc1(x.transpose(0, 1)[0]), st), steps=4)
+    with pytest.raises(
+        UnsupportedModuleError,
+        match=r"^module 'lif1': at step 1 its input reads x\[:, 0\]; each step of the loop in forward may read "
+        r"only its own step's values",
+    ):
+        snncompile.trace(whole, torch.zeros(B, 4, N_IN))
 
 
 @pytest.mark.parametrize(
@@ -667,9 +802,13 @@ def test_sequence_shorter_than_the_loop_is_refused() -> None:
         (
             lambda rec: torch.stack(rec).sum(0),
             r"^forward's result is the output of Tensor\.sum; forward may return neuron spikes and states: one "
-            r"step's, or all steps' stacked with torch\.stack\(rec, dim=0\)$",
+            r"step's, or all steps' stacked with torch\.stack\(rec, dim=0\) \(or dim=1, batch first\)$",
         ),
-        (lambda rec: torch.stack(rec, dim=1), r"^forward's result is torch\.stack\(\.\.\., dim=1\); stack "),
+        (
+            lambda rec: torch.stack(rec, dim=2),
+            r"^forward's result is torch\.stack\(\.\.\., dim=2\); stack per-step recordings on dim 0 \(time "
+            r"first\) or dim 1 \(batch first\)$",
+        ),
         (
             lambda rec: torch.stack(rec[1:]),
             r"^forward's result stacks 3 values, but forward runs 4 time steps$",
@@ -680,7 +819,7 @@ def test_sequence_shorter_than_the_loop_is_refused() -> None:
             r"step's value in step order$",
         ),
     ],
-    ids=["sum", "dim1", "short", "reversed"],
+    ids=["sum", "dim2", "short", "reversed"],
 )
 def test_unsupported_return_values_are_refused(ret: Callable[[list[Tensor]], Tensor], pattern: str) -> None:
     class Net(_Loop):

@@ -560,31 +560,34 @@ class _Converter:
         if not self.returned:
             raise UnsupportedModuleError("forward returns nothing; expected a tensor of output spikes")
 
-    def returns(self) -> list[tuple[str, str, int | None]]:
-        """What a one-step (or whole-sequence) forward returns, by position: (node, var, step)."""
+    def returns(self) -> list[tuple[str, str, int | None, int]]:
+        """What a one-step (or whole-sequence) forward returns, by position: (node, var, step, time
+        axis)."""
         graph = self.ctx.graph
         step = None if graph.whole_sequence else -1
         neurons = set(graph.neurons())
-        out: list[tuple[str, str, int | None]] = []
+        out: list[tuple[str, str, int | None, int]] = []
         for v in self.returned:
             if v.state == "tuple":
-                out += [(v.node, var, step) for var in ("spk", *self.ctx.neuron_states[v.node])]
+                out += [(v.node, var, step, 0) for var in ("spk", *self.ctx.neuron_states[v.node])]
             elif v.state is not None:
-                out.append((v.node, v.state, step))
+                out.append((v.node, v.state, step, 0))
             else:
-                out.append((v.node, "spk" if v.node in neurons else "value", step))
+                out.append((v.node, "spk" if v.node in neurons else "value", step, 0))
         return out
 
-    def finish(self, returns: list[tuple[str, str, int | None]]) -> tuple[Graph, tuple[ForwardOutput, ...]]:
+    def finish(
+        self, returns: list[tuple[str, str, int | None, int]]
+    ) -> tuple[Graph, tuple[ForwardOutput, ...]]:
         """Adds one Output node per returned value (``output``, ``output_1``, ... by position) and
         checks the graph."""
         graph = self.ctx.graph
         outputs = []
-        for node, var, step in returns:
+        for node, var, step, axis in returns:
             name = graph.fresh_name("output")
             state = var if var in ("mem", "syn") else None
             graph.add(name, Output(state), (node,), source="output")
-            outputs.append(ForwardOutput(name, node, var, step))
+            outputs.append(ForwardOutput(name, node, var, step, axis))
         _check_whole_sequence(graph)
         graph.verify()
         return graph, tuple(outputs)
@@ -779,7 +782,9 @@ def trace_forward(module: nn.Module, example_input: Any) -> TracedForward:
     or neurons called with their input alone) that is one time step (B, *input_shape); only its shape
     is used (torch.fx) and the module is not run. A forward with its own time loop (snnTorch's
     tutorial style: ``init_leaky()`` and ``for step in range(num_steps)``) takes (B, *input_shape) when
-    it injects that input at every step, or x[T, B, *input_shape] when it reads ``x[step]``; it is run
+    it injects that input at every step, x[T, B, *input_shape] when it reads ``x[step]``, or a
+    batch-first x[B, T, *input_shape] when it reads ``x[:, step]`` (the axis it reads steps along is
+    the time axis, ``time_axis`` of the result); it is run
     once on ``example_input`` from zero neuron state (in eval mode, the module is left as it was) and
     its repeated step is folded into the same graph as its ``init_hidden=True`` twin
     (:mod:`.unroll`). Models built on ``LeakyParallel`` take the whole sequence per call; they are
@@ -816,7 +821,7 @@ def _trace_forward(module: nn.Module, example_input: Any, shape: Shape) -> Trace
         graph, outputs = converter.finish(converter.returns())
         mode: InputMode = "sequence" if graph.whole_sequence else "step"
         steps = None if graph.whole_sequence else 1
-        return TracedForward(graph, mode, steps, outputs, converter.single)
+        return TracedForward(graph, mode, steps, outputs, converter.single, 0)
     x = torch.as_tensor(example_input)
     if x.dtype != torch.float32:
         x = x.to(torch.float32)
@@ -824,9 +829,10 @@ def _trace_forward(module: nn.Module, example_input: Any, shape: Shape) -> Trace
     converter = _Converter(module, folded.step_shape)
     converter.run(folded.graph)
     nodes = {converter.ctx.graph.source(n): n for n in converter.ctx.graph.neurons()}
-    graph, outputs = converter.finish([(nodes[path], var, step) for path, var, step in folded.outputs])
+    returns = [(nodes[path], var, step, axis) for path, var, step, axis in folded.outputs]
+    graph, outputs = converter.finish(returns)
     mode = "sequence" if folded.sequence else "static"
-    return TracedForward(graph, mode, folded.steps, outputs, folded.single)
+    return TracedForward(graph, mode, folded.steps, outputs, folded.single, folded.time_axis)
 
 
 def _check_whole_sequence(graph: Graph) -> None:

@@ -31,18 +31,21 @@ class ForwardOutput:
 
     ``var`` is ``"spk"`` (a neuron's spikes), a state (``"mem"``, ``"syn"``) or ``"value"`` (the values
     of a layer that is not a neuron, e.g. a linear readout). ``step`` is None for a per-step recording
-    stacked over time (``torch.stack(rec, dim=0)``, shaped (T, B, ...)), else the step forward returns
-    (-1: the last), shaped (B, ...).
+    stacked over time on axis ``axis`` (``torch.stack(rec, dim=0)``, shaped (T, B, ...), or ``dim=1``,
+    shaped (B, T, ...)), else the step forward returns (-1: the last), shaped (B, ...).
     """
 
     output: str
     node: str
     var: str
     step: int | None
+    axis: int
 
     def of(self, run: Run) -> np.ndarray:
-        values = run.outputs[self.output]
-        return values if self.step is None else values[self.step]
+        values = run.outputs[self.output]  # (T, B, ...)
+        if self.step is not None:
+            return values[self.step]
+        return values if self.axis == 0 else np.swapaxes(values, 0, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,10 +61,13 @@ class TracedForward:
     * ``"static"``: forward runs its own time loop of ``steps`` steps and injects its argument
       ``x[B, ...]`` at every step; the graph's input is ``x`` repeated ``steps`` times.
     * ``"sequence"``: forward takes ``x[T, B, ...]`` and reads ``x[step]`` (or runs the whole sequence in
-      one call, as LeakyParallel does: then ``steps`` is None); the graph's input is ``x`` itself.
+      one call, as LeakyParallel does: then ``steps`` is None); the graph's input is ``x`` itself. With
+      ``time_axis`` 1 forward takes a batch-first ``x[B, T, ...]`` and reads ``x[:, step]``; the graph's
+      input is ``x`` with its first two axes swapped.
 
     ``outputs`` lists what forward returns, position by position; ``single`` says it returns one tensor
-    rather than a tuple.
+    rather than a tuple; ``time_axis`` is the axis of forward's argument that is time (0 unless a
+    batch-first sequence).
     """
 
     graph: Graph
@@ -69,6 +75,7 @@ class TracedForward:
     steps: int | None
     outputs: tuple[ForwardOutput, ...]
     single: bool
+    time_axis: int
 
     @classmethod
     def of_graph(cls, graph: Graph) -> TracedForward:
@@ -77,15 +84,15 @@ class TracedForward:
         for o in graph.outputs:
             node, state = graph.output_source(o)
             var = state or ("spk" if node in graph.neurons() else "value")
-            outputs.append(ForwardOutput(o, node, var, None if graph.whole_sequence else -1))
+            outputs.append(ForwardOutput(o, node, var, None if graph.whole_sequence else -1, 0))
         mode: InputMode = "sequence" if graph.whole_sequence else "step"
-        return cls(graph, mode, None if graph.whole_sequence else 1, tuple(outputs), len(outputs) == 1)
+        return cls(graph, mode, None if graph.whole_sequence else 1, tuple(outputs), len(outputs) == 1, 0)
 
     def sequence(self, x: Any) -> np.ndarray:
         """The per-step input ``x[T, B, ...]`` of the run that reproduces ``forward(x)``."""
         a = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         if self.input_mode == "sequence":
-            return a
+            return a if self.time_axis == 0 else np.ascontiguousarray(np.swapaxes(a, 0, 1))
         steps = 1 if self.input_mode == "step" else int(self.steps or 1)
         return np.repeat(a[None], steps, axis=0)
 

@@ -3,7 +3,8 @@
 snnTorch's tutorials write the time loop inside ``forward``::
 
     mem1 = self.lif1.init_leaky()
-    for step in range(num_steps):              # or range(x.size(0)) with x[step]
+    for step in range(num_steps):              # or range(x.size(0)) with x[step], or range(x.size(1))
+                                               # with x[:, step] of a batch-first x[B, T, ...]
         spk1, mem1 = self.lif1(self.fc1(x), mem1)
         ...
         spk_rec.append(spk2); mem_rec.append(mem2)
@@ -17,12 +18,12 @@ recorded). A tensor is identified by the object itself, so the record is a dataf
 The record is then checked to be one time step repeated: every neuron is called once per step (its
 k-th call is step k), continues from the state it returned at the previous step (passed back, or kept
 in its own buffers) starting from zero, and the input of its call at step k is the same computation as
-at step 0, reading only step k's values (``x[k]`` of a sequence, or the static input, and the spikes
-of step k). Anything else is refused with one line naming the module and what differs. Step 0 is then
+at step 0, reading only step k's values (``x[k]`` of a sequence, ``x[:, k]`` of a batch-first one,
+or the static input, and the spikes of step k). Anything else is refused with one line naming the module and what differs. Step 0 is then
 written out as a one-step ``torch.fx.Graph`` (neurons called with their input alone), which the
 frontend converts like any traced forward, together with what forward returns: per returned value,
 the neuron, the variable (``spk``, ``mem``, ``syn``) and the step (or all steps, for
-``torch.stack(rec, dim=0)``).
+``torch.stack(rec, dim=0)``, or ``dim=1``).
 """
 
 from __future__ import annotations
@@ -80,9 +81,12 @@ def _neuron_kind(m: nn.Module) -> tuple[tuple[str, ...], str] | None:
 
 @dataclasses.dataclass(frozen=True)
 class _In:
-    """The forward argument: whole (``step`` None) or one step of a sequence, ``x[step]``."""
+    """The forward argument: whole (``step`` None) or one step of a sequence, ``x[step]`` (or
+    ``x[:, step]`` of a batch-first one); ``swapped``: the whole argument with its first two axes
+    swapped (``x.transpose(0, 1)``), a view that only its steps may be read from."""
 
     step: int | None
+    swapped: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +143,56 @@ def _fx_target(func: Any) -> Any:
     return _method_name(func) or func
 
 
+def step_text(axis: int, step: int | str) -> str:
+    """How forward reads one time step: ``x[3]`` of x[T, B, ...], ``x[:, 3]`` of x[B, T, ...]."""
+    return f"x[{step}]" if axis == 0 else f"x[:, {step}]"
+
+
+def _is_int(i: Any) -> bool:
+    return isinstance(i, int) and not isinstance(i, bool)
+
+
+def _is_all(i: Any) -> bool:
+    return i is Ellipsis or (isinstance(i, slice) and i == slice(None))
+
+
+def _step_index(index: Any) -> tuple[int, int] | None:
+    """(axis, i) for an index that picks entry ``i`` of axis 0 or 1 and keeps every other axis whole:
+    ``x[i]``, ``x[i, ...]``, ``x[:, i]``, ``x[:, i, :]``."""
+    parts = index if isinstance(index, tuple) else (index,)
+    for axis in (0, 1):
+        if (
+            len(parts) > axis
+            and _is_int(parts[axis])
+            and all(isinstance(p, slice) and p == slice(None) for p in parts[:axis])
+            and all(_is_all(p) for p in parts[axis + 1 :])
+        ):
+            return axis, parts[axis]
+    return None
+
+
+def _select_index(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[int, int] | None:
+    """(axis, i) of ``x.select(dim, i)`` along axis 0 or 1."""
+    dim = kwargs.get("dim", args[0] if args else None)
+    index = kwargs.get("index", args[1] if len(args) > 1 else None)
+    if dim in (0, 1) and isinstance(index, int) and not isinstance(index, bool):
+        return int(dim), index
+    return None
+
+
+def _swaps_first_axes(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], ndim: int) -> bool:
+    """Whether a transpose-like call swaps axes 0 and 1 and keeps the others in place."""
+    if name in ("transpose", "swapaxes", "swapdims") and len(args) == 2 and all(map(_is_int, args)):
+        return sorted(a % ndim for a in args) == [0, 1]
+    if name == "permute":
+        dims = args[0] if len(args) == 1 and isinstance(args[0], tuple | list) else args
+        dims = kwargs.get("dims", dims)
+        return all(map(_is_int, dims)) and [d % ndim for d in dims] == [1, 0, *range(2, ndim)]
+    if name == "movedim" and len(args) == 2 and all(map(_is_int, args)):
+        return sorted(a % ndim for a in args) == [0, 1]
+    return False
+
+
 class _Recorder(TorchFunctionMode):
     """Records forward's torch calls and library-module calls as a dataflow graph over tensor identities."""
 
@@ -155,7 +209,15 @@ class _Recorder(TorchFunctionMode):
         self.open_paths: list[str] = []
         self.neuron_calls: dict[str, list[int]] = {}
         self.state_out: dict[str, dict[str, Tensor]] = {}
-        self.sequence = False
+        # the whole argument and its views with the first two axes swapped: the argument's axes at
+        # their axes 0 and 1
+        self.views: dict[int, tuple[int, int]] = {id(x): (0, 1)}
+        self.time_axis: int | None = None  # the argument's axis forward reads step by step
+
+    @property
+    def sequence(self) -> bool:
+        """Forward reads its argument step by step: a sequence, x[T, B, ...] or x[B, T, ...]."""
+        return self.time_axis is not None
 
     # ------------------------------------------------------------------------------ tensors
 
@@ -206,6 +268,8 @@ class _Recorder(TorchFunctionMode):
         identity = _method_name(func) in functional.IDENTITY or func in functional.IDENTITY
         if identity and isinstance(out, Tensor) and id(args[0]) in self.syms:
             self._track(out, self.syms[id(args[0])])
+            if id(args[0]) in self.views:
+                self.views[id(out)] = self.views[id(args[0])]
             return out
         call = _Call(len(self.calls), func, False, self._arg(tuple(args)), self._arg(dict(kwargs)))
         self._record(call, out)
@@ -225,30 +289,46 @@ class _Recorder(TorchFunctionMode):
         )
 
     def _input_step(self, func: Any, args: Any, kwargs: Any, out: Any) -> bool:
-        """``x[step]`` or ``x.unbind(0)`` (``for x_t in x``) of the forward argument: one step each."""
-        if not args or self.syms.get(id(args[0])) != _In(None):
+        """One step of the forward argument along axis 0 or 1: ``x[step]``, ``x[:, step]``,
+        ``x.select(dim, step)``, ``x.unbind(dim)`` (``for x_t in x``); or the argument with its first two
+        axes swapped (``x.transpose(0, 1)``, ``x.permute(1, 0, ...)``), whose steps are the argument's."""
+        if not args or not isinstance(args[0], Tensor) or id(args[0]) not in self.views:
             return False
-        name = _method_name(func) or getattr(func, "__name__", "")
-        steps = self.x.shape[0]
-        if name == "__getitem__":
-            index = args[1]
-            if (
-                isinstance(index, tuple)
-                and index
-                and all(i is Ellipsis or i == slice(None) for i in index[1:])
-            ):
-                index = index[0]
-            if isinstance(index, int) and not isinstance(index, bool) and -steps <= index < steps:
-                self.sequence = True
-                self._track(out, _In(index % steps))
-                return True
-            return False
-        if name == "unbind" and args[1:2] in ((), (0,)) and kwargs.get("dim", 0) == 0:
-            self.sequence = True
+        axes = self.views[id(args[0])]
+        name = str(_method_name(func) or getattr(func, "__name__", ""))
+        if name in ("__getitem__", "select"):
+            found = _step_index(args[1]) if name == "__getitem__" else _select_index(args[1:], kwargs)
+            if found is None:
+                return False
+            axis, index = axes[found[0]], found[1]
+            steps = self.x.shape[axis]
+            if not -steps <= index < steps:
+                return False
+            self._step(axis, out, index % steps)
+            return True
+        if name == "unbind":
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+            if dim not in (0, 1):
+                return False
             for t, item in enumerate(out):
-                self._track(item, _In(t))
+                self._step(axes[dim], item, t)
+            return True
+        if _swaps_first_axes(name, args[1:], kwargs, args[0].dim()):
+            self._track(out, _In(None, swapped=True))
+            self.views[id(out)] = (axes[1], axes[0])
             return True
         return False
+
+    def _step(self, axis: int, t: Tensor, step: int) -> None:
+        if self.time_axis is None:
+            self.time_axis = axis
+        elif axis != self.time_axis:
+            raise UnsupportedModuleError(
+                f"forward of {self.model} reads its input {tuple(self.x.shape)} step by step along axis "
+                f"{self.time_axis} and along axis {axis}; read time steps along one axis: x[step] of x[T, B, ...] "
+                "or x[:, step] of x[B, T, ...]"
+            )
+        self._track(t, _In(step))
 
     # ------------------------------------------------------------------------------ modules
 
@@ -346,7 +426,9 @@ class _Recorder(TorchFunctionMode):
 
     def _describe(self, sym: Sym) -> str:
         if isinstance(sym, _In):
-            return "the input" if sym.step is None else f"x[{sym.step}]"
+            if sym.step is None:
+                return "the input with its first two axes swapped" if sym.swapped else "the input"
+            return step_text(self.time_axis or 0, sym.step)
         call = self.calls[sym.call]
         if call.neuron:
             return f"the {sym.var} of module {call.target!r} at step {call.step}"
@@ -370,17 +452,20 @@ class _Mismatch(Exception):
 class Folded:
     """One time step of a forward with a time loop, as a torch.fx graph, and what forward returns.
 
-    ``sequence``: forward takes ``x[T, B, ...]`` and reads ``x[step]``; else it takes ``x[B, ...]`` and
-    injects it at every step. ``steps``: the loop's step count. ``step_shape``: one step's input
-    (B, ...). ``outputs``: per returned value, (neuron module path, var, step), step None for all steps
-    stacked, -1 for the last step. ``single``: forward returns one tensor, not a tuple.
+    ``sequence``: forward takes a sequence and reads it step by step along ``time_axis``: 0 for
+    ``x[T, B, ...]`` (``x[step]``), 1 for a batch-first ``x[B, T, ...]`` (``x[:, step]``); else it takes
+    ``x[B, ...]`` and injects it at every step (``time_axis`` 0). ``steps``: the loop's step count.
+    ``step_shape``: one step's input (B, ...). ``outputs``: per returned value, (neuron module path,
+    var, step, axis): step None for all steps stacked on axis ``axis`` (0: (T, B, ...), 1: (B, T, ...)),
+    -1 for the last step. ``single``: forward returns one tensor, not a tuple.
     """
 
     graph: fx.Graph
     sequence: bool
+    time_axis: int
     steps: int
     step_shape: tuple[int, ...]
-    outputs: tuple[tuple[str, str, int | None], ...]
+    outputs: tuple[tuple[str, str, int | None, int], ...]
     single: bool
 
 
@@ -488,18 +573,20 @@ class _Folder:
                     f"neuron module {p!r} is called {n} times in forward but {first!r} {steps} times; a neuron has "
                     "one state, so call each neuron once per time step (one module per layer)"
                 )
-        if rec.sequence and steps != self.x.shape[0]:
+        axis = rec.time_axis or 0
+        if rec.sequence and steps != self.x.shape[axis]:
+            layout = "x[T, B, ...]" if axis == 0 else "x[B, T, ...]"
             raise UnsupportedModuleError(
-                f"forward runs {steps} time steps over an input sequence of {self.x.shape[0]} (x[T, B, ...]); "
+                f"forward runs {steps} time steps over an input sequence of {self.x.shape[axis]} ({layout}); "
                 f"pass an example input of {steps} steps"
             )
         for p in self.order:
             self._check_steps(p)
         outputs = self._outputs(ret)
-        step_shape = tuple(self.x.shape[1:] if rec.sequence else self.x.shape)
-        return Folded(
-            self._graph(outputs[0][0]), rec.sequence, steps, step_shape, outputs, isinstance(ret, Tensor)
-        )
+        shape = tuple(self.x.shape)
+        step_shape = shape[:axis] + shape[axis + 1 :] if rec.sequence else shape
+        graph = self._graph(outputs[0][0])
+        return Folded(graph, rec.sequence, axis, steps, step_shape, outputs, isinstance(ret, Tensor))
 
     # ----------------------------------------------------------------------------- checking
 
@@ -507,11 +594,13 @@ class _Folder:
         """``a`` as a comparable value relative to ``step``: equal for equal computations."""
         if isinstance(a, _In):
             if a.step is None:
-                if self.rec.sequence:
-                    raise _Mismatch(f"uses the whole input sequence x of shape {tuple(self.x.shape)}")
+                if self.rec.sequence or a.swapped:
+                    raise _Mismatch(
+                        f"uses {self.rec._describe(a)}, of shape {tuple(self.x.shape)}, as a whole"
+                    )
                 return ("x",)
             if a.step != step:
-                raise _Mismatch(f"reads x[{a.step}]")
+                raise _Mismatch(f"reads {self.rec._describe(a)}")
             return ("x[step]",)
         if isinstance(a, _Out):
             call = self.calls[a.call]
@@ -553,14 +642,14 @@ class _Folder:
                     f"{_pretty(first)}; every step of the loop in forward must compute the same thing"
                 )
 
-    def _outputs(self, ret: Any) -> tuple[tuple[str, str, int | None], ...]:
+    def _outputs(self, ret: Any) -> tuple[tuple[str, str, int | None, int], ...]:
         items = [ret] if isinstance(ret, Tensor) else list(ret) if isinstance(ret, tuple | list) else None
         if not items:
             raise UnsupportedModuleError(
                 f"forward returns {type(ret).__name__}; expected tensors (spikes, states)"
             )
         steps = len(self.rec.neuron_calls[self.order[0]])
-        out: list[tuple[str, str, int | None]] = []
+        out: list[tuple[str, str, int | None, int]] = []
         for pos, item in enumerate(items):
             where = (
                 f"forward's returned value {pos}"
@@ -577,7 +666,7 @@ class _Folder:
                 raise UnsupportedModuleError(f"{where} is {found}; expected a neuron's spikes or state")
             call = self.calls[sym.call] if isinstance(sym, _Out) else None
             if isinstance(sym, _Out) and call is not None and call.neuron:
-                out.append((str(call.target), sym.var, -1 if call.step == steps - 1 else call.step))
+                out.append((str(call.target), sym.var, -1 if call.step == steps - 1 else call.step, 0))
                 continue
             if isinstance(sym, _Out) and call is not None and call.target is torch.stack and sym.var == "":
                 out.append(self._stacked(where, call, steps))
@@ -585,16 +674,17 @@ class _Folder:
             found = self.rec._describe(sym)
             raise UnsupportedModuleError(
                 f"{where} is {found}; forward may return neuron spikes and states: one step's, or all steps' "
-                "stacked with torch.stack(rec, dim=0)"
+                "stacked with torch.stack(rec, dim=0) (or dim=1, batch first)"
             )
         return tuple(out)
 
-    def _stacked(self, where: str, call: _Call, steps: int) -> tuple[str, str, int | None]:
+    def _stacked(self, where: str, call: _Call, steps: int) -> tuple[str, str, int | None, int]:
         seq = call.args[0] if call.args else call.kwargs.get("tensors")
         dim = call.kwargs.get("dim", call.args[1] if len(call.args) > 1 else 0)
-        if dim != 0 or not isinstance(seq, tuple | list):
+        if dim not in (0, 1) or not isinstance(seq, tuple | list):
             raise UnsupportedModuleError(
-                f"{where} is torch.stack(..., dim={dim!r}); stack per-step recordings on dim 0"
+                f"{where} is torch.stack(..., dim={dim!r}); stack per-step recordings on dim 0 (time first) "
+                "or dim 1 (batch first)"
             )
         if len(seq) != steps:
             raise UnsupportedModuleError(
@@ -618,7 +708,7 @@ class _Folder:
                 f"{where} stacks values of several neurons or variables ({', '.join(sorted(_pretty(c) for c in found))})"
             )
         (_, path, var) = found.pop()
-        return (path, var, None)
+        return (path, var, None, dim)
 
     # ---------------------------------------------------------------------------- emitting
 

@@ -43,8 +43,10 @@ def run_torch(module: nn.Module, traced: TracedForward, x: np.ndarray) -> Run:
     neuron (``Run.values``). The module is left as it was (training flag, neuron states).
 
     A single-step forward is called once per step; a loop over ``x[step]`` (or a LeakyParallel model)
-    once on the whole sequence (batch first for a loop over ``x[:, step]``); a loop over a static input once on ``x[0]``, which needs ``x`` to be
-    that input repeated over the loop's steps.
+    once on the whole sequence (batch first for a loop over ``x[:, step]``); a loop over a static input
+    once on ``x[0]``, which needs ``x`` to be that input repeated over the loop's steps. A readout that
+    a loop returns at one step only (e.g. a Linear applied after the loop) has its other steps read
+    from the float interpreter, which is bit-identical to torch (checked at the returned step).
     """
     graph = traced.graph
     xt = torch.from_numpy(as_input(x, graph.op(graph.input_name).out_shape([])))
@@ -93,19 +95,34 @@ def run_torch(module: nn.Module, traced: TracedForward, x: np.ndarray) -> Run:
         raise InconsistentModelError(
             f"forward of {type(module).__name__} returned {len(returned)} values, its trace {len(graph.outputs)}"
         )
-    float_run = run_float(graph, x) if graph.whole_sequence else None
+    # a loop forward that returns a readout at one step only computes no other step of it
+    one_step = [
+        o for o in traced.outputs if o.var == "value" and o.step is not None and traced.input_mode != "step"
+    ]
+    float_run = run_float(graph, x) if graph.whole_sequence or one_step else None
     spk = {n: (v[0] if graph.whole_sequence else torch.stack(v)).numpy() for n, v in spikes.items()}
     st: dict[str, dict[str, np.ndarray]] = {}
     for n in neurons:
-        if float_run is not None:
+        if float_run is not None and graph.whole_sequence:
             st[n] = float_run.states[n]
         else:
             st[n] = {var: torch.stack(v).numpy() for var, v in states[n].items()}
-    values = {  # (T, B, ...), as the graph's run has them
-        out.node: r.numpy() if out.axis == 0 else r.numpy().swapaxes(0, 1)
-        for out, r in zip(traced.outputs, returned, strict=True)
-        if out.var == "value"
-    }
+    values: dict[str, np.ndarray] = {}  # (T, B, ...), as the graph's run has them
+    for pos, (out, r) in enumerate(zip(traced.outputs, returned, strict=True)):
+        if out.var != "value":
+            continue
+        if out not in one_step:
+            values[out.node] = r.numpy() if out.axis == 0 else r.numpy().swapaxes(0, 1)
+            continue
+        # the other steps from the float interpreter (bit-identical to torch), checked at the step forward returns
+        assert float_run is not None and out.step is not None
+        full = float_run.outputs[out.output]
+        if not np.array_equal(full[out.step], r.numpy()):
+            raise InconsistentModelError(
+                f"forward of {type(module).__name__}: its returned value {pos} (the values of "
+                f"{graph.source(out.node)!r} at step {out.step}) differs from the traced graph's"
+            )
+        values[out.node] = full
     run = Run(graph, np.zeros(0), spk, st, values=values)
     return dataclasses.replace(run, output=run.outputs[0])
 

@@ -3,7 +3,8 @@
 Contract under test: a module written the way snnTorch's tutorials write it (``init_hidden=False``
 neurons, ``init_leaky()`` / ``init_synaptic()`` / ``init_rleaky()`` / ``init_rsynaptic()`` /
 ``reset_mem()`` in forward, a time loop over a static input or over ``x[step]`` of a sequence,
-per-step recordings returned with ``torch.stack(rec, dim=0)``) traces to the same one-step graph as its
+per-step recordings returned with ``torch.stack(rec, dim=0)``, readouts of a layer's values, a
+batch-first sequence read as ``x[:, step]``) traces to the same one-step graph as its
 ``init_hidden=True`` twin, and ``run_float(traced.graph, traced.sequence(x))`` reproduces every value
 forward returns bit for bit: ``traced.returned(run)`` == ``net(x)``, spikes and membranes alike.
 Functional glue (``F.max_pool2d``, ``F.avg_pool2d``, ``view`` / ``reshape`` / ``flatten`` that keep the
@@ -231,6 +232,40 @@ class BatchFirstLoop(nn.Module):
         return torch.stack(spk_rec, dim=1), torch.stack(mem_rec, dim=0), spk1
 
 
+class ReadoutLoop(nn.Module):
+    """A loop with a non-spiking readout, over ``x[step]`` of a sequence or a static input: each step's
+    ``fc_out(spk2)`` (a Linear after the last neuron) and the last layer's membrane are recorded and
+    stacked, ``fc_out`` of the last step's spikes is applied once more after the loop, and the hidden
+    spikes are returned stacked too. With ``current`` the input current of ``lif2`` (``fc2``'s output,
+    a layer inside the network) is recorded and returned as well."""
+
+    def __init__(self, sequence: bool = True, current: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(10)
+        self.sequence, self.current = sequence, current
+        self.fc1 = _scale_(nn.Linear(N_IN, N_HID), 0.8)
+        self.lif1 = snn.Leaky(beta=0.9)
+        self.fc2 = _scale_(nn.Linear(N_HID, N_OUT), 0.6)
+        self.lif2 = snn.Leaky(beta=0.85)
+        self.fc_out = _scale_(nn.Linear(N_OUT, 4), 0.7)
+        self.GLUE: dict[str, Callable[[Tensor], Tensor]] = {}
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        mem1 = self.lif1.init_leaky()
+        mem2 = self.lif2.init_leaky()
+        out_rec, mem_rec, spk1_rec, cur_rec = [], [], [], []
+        for step in range(x.size(0) if self.sequence else T):
+            spk1, mem1 = self.lif1(self.fc1(x[step] if self.sequence else x), mem1)
+            cur2 = self.fc2(spk1)
+            spk2, mem2 = self.lif2(cur2, mem2)
+            out_rec.append(self.fc_out(spk2))
+            mem_rec.append(mem2)
+            spk1_rec.append(spk1)
+            cur_rec.append(cur2)
+        returned = (torch.stack(out_rec), torch.stack(mem_rec), self.fc_out(spk2), torch.stack(spk1_rec))
+        return (*returned, torch.stack(cur_rec)) if self.current else returned
+
+
 class SynapticLoop(nn.Module):
     """Synaptic in a sequence loop: ``syn1, mem1 = lif1.init_synaptic()``, ``spk1, syn1, mem1 = lif1(cur,
     syn1, mem1)``; returns the output spikes, synaptic currents and membranes."""
@@ -385,6 +420,9 @@ def check_forward(net: nn.Module, x: Tensor, mode: str) -> TracedForward:
         assert_exact(g, w.numpy(), f"returned value {i} ({traced.outputs[i]})")
     spikes = [w for o, w in zip(traced.outputs, want, strict=True) if o.var == "spk"]
     assert spikes and all(bool((s != 0).any()) and bool((s == 0).any()) for s in spikes), "vacuous: no spikes"
+    for o, w in zip(traced.outputs, want, strict=True):
+        stacked_readout = o.var == "value" and o.step is None
+        assert not stacked_readout or len(torch.unique(w)) > w.shape[-1], f"{o}: vacuous (no input spikes)"
     # every returned value is an output node of the graph, in position order, readable by name and position
     assert traced.graph.outputs == tuple(o.output for o in traced.outputs)
     for i, (o, w) in enumerate(zip(traced.outputs, want, strict=True)):
@@ -418,13 +456,16 @@ def check_qat(net: nn.Module, x: Tensor) -> None:
     got = _tuple(traced.returned(sim.run))
     for out, g, w in zip(traced.outputs, got, want, strict=True):
         op = prog.graph.op(out.node)
-        frac = op.graded_frac if out.var == "spk" else getattr(op, out.var).frac
+        if out.var == "value":  # a readout: values on its node's grid
+            frac = prog.graph.fracs()[out.output]
+        else:
+            frac = op.graded_frac if out.var == "spk" else getattr(op, out.var).frac
         codes = w.numpy().astype(np.float64) * 2.0**frac
         assert np.array_equal(codes, np.round(codes)), f"{out}: off the 2^-{frac} grid"
         assert np.array_equal(g, codes.astype(np.int64)), f"{out}: integer program != QAT forward"
         if out.var == "spk":
             assert bool((w != 0).any()) and bool((w == 0).any()), f"{out}: vacuous (no spikes or all spikes)"
-    assert np.array_equal(sim.spikes, sim.run.spikes[prog.graph.output_name])
+    assert np.array_equal(sim.spikes, sim.run.outputs[0])  # the first output's codes
 
 
 # ---------------------------------------------------------------------------------- time loops
@@ -568,6 +609,91 @@ def test_batch_first_refusals() -> None:
         r"only its own step's values",
     ):
         snncompile.trace(whole, torch.zeros(B, 4, N_IN))
+
+
+@pytest.mark.parametrize("current", [False, True], ids=["linear_readout", "input_current"])
+@pytest.mark.parametrize("sequence", [True, False], ids=["sequence", "static"])
+def test_readouts_in_a_time_loop(sequence: bool, current: bool) -> None:
+    """Each step's readout stacked, and the readout of the last step after the loop: outputs reading
+    the layer's node, equal to forward's values bit for bit."""
+    x = _currents(27, (T, B, N_IN) if sequence else (B, N_IN))
+    traced = check_forward(ReadoutLoop(sequence, current), x, "sequence" if sequence else "static")
+    assert [(o.node, o.var, o.step, o.axis) for o in traced.outputs] == [
+        ("fc_out", "value", None, 0),
+        ("lif2", "mem", None, 0),
+        ("fc_out", "value", -1, 0),
+        ("lif1", "spk", None, 0),
+        *([("fc2", "value", None, 0)] if current else []),
+    ]
+    # fc_out(spk2) after the loop is the node that each step's fc_out(spk2) is: one readout layer
+    assert [n for n in traced.graph if traced.graph.op(n).kind == "linear"] == ["fc1", "fc2", "fc_out"]
+
+
+@pytest.mark.parametrize("current", [False, True], ids=["linear_readout", "input_current"])
+def test_readouts_in_a_time_loop_qat(current: bool) -> None:
+    check_qat(ReadoutLoop(current=current), _spikes(28, (T, B, N_IN)))
+
+
+def test_readouts_in_a_time_loop_verify_exact() -> None:
+    """verify of the QAT loop: every spike, membrane and readout (also the one forward computes only
+    after the loop) agrees with the module's own forward."""
+    from snncompile.verify import verify
+
+    q = prepare_qat(ReadoutLoop())
+    x = _spikes(29, (T, B, N_IN))
+    prog = snncompile.compile(q, "artix7-100t", example_input=x)
+    traced = trace_forward(q, x)
+    report = verify(q, traced, prog.graph, x.numpy(), x.numpy(), exact=True)
+    assert report.passed and report.divergence is None, report.text()
+    assert report.readouts == {"output": 0.0, "output_2": 0.0}
+
+
+def test_readouts_in_a_time_loop_on_the_command_line(tmp_path: Any) -> None:
+    """``verify`` passes the QAT loop bit for bit, readouts included; ``simulate`` writes each readout
+    as real values, equal to what forward returns."""
+    from click.testing import CliRunner
+
+    from snncompile.cli import main
+
+    (tmp_path / "model.py").write_text(
+        "from snncompile.quant import prepare_qat\nfrom test_forward_styles import ReadoutLoop\n\n"
+        "def net():\n    return ReadoutLoop()\n\ndef qat():\n    return prepare_qat(ReadoutLoop())\n"
+    )
+    x = _spikes(30, (T, B, N_IN))
+    np.savez(tmp_path / "x.npz", x=x.numpy().astype(np.uint8))
+    result = CliRunner().invoke(
+        main, ["verify", f"{tmp_path}/model.py:qat", "--input", str(tmp_path / "x.npz")]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "bit-exact: every spike, membrane and synaptic current agrees at every step"
+    assert "readout output (values of 'fc_out'): largest difference 0% of the largest torch value" in lines
+    assert "readout output_2 (values of 'fc_out'): largest difference 0% of the largest torch value" in lines
+    out = tmp_path / "y.npz"
+    args = ["-q", "simulate", f"{tmp_path}/model.py:net", "--input", str(tmp_path / "x.npz"), "-o", str(out)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    want = _forward(ReadoutLoop(), x)
+    with np.load(out) as y:
+        assert np.array_equal(y["output"], want[0].numpy()) and y["output"].dtype == np.float32
+        assert np.array_equal(y["output_2"][-1], want[2].numpy())
+
+
+def test_readouts_that_break_the_pattern_are_refused() -> None:
+    class Mixed(ReadoutLoop):
+        def forward(self, x: Tensor) -> Tensor:
+            mem1 = self.lif1.init_leaky()
+            rec = []
+            for step in range(x.size(0)):
+                _, mem1 = self.lif1(self.fc1(x[step]), mem1)
+                rec.append(mem1 if step else self.fc1(x[step]))
+            return torch.stack(rec)
+
+    with pytest.raises(
+        UnsupportedModuleError,
+        match=r"^forward's result stacks values of several neurons, variables or layers \(fc1\(x\[step\]\), "
+        r"lif1\.mem\)$",
+    ):
+        snncompile.trace(Mixed(), torch.zeros(4, B, N_IN))
 
 
 @pytest.mark.parametrize(
@@ -801,8 +927,9 @@ def test_sequence_shorter_than_the_loop_is_refused() -> None:
     [
         (
             lambda rec: torch.stack(rec).sum(0),
-            r"^forward's result is the output of Tensor\.sum; forward may return neuron spikes and states: one "
-            r"step's, or all steps' stacked with torch\.stack\(rec, dim=0\) \(or dim=1, batch first\)$",
+            r"^forward's result is the output of Tensor\.sum, which combines values of several time steps; "
+            r"forward may return neuron spikes and states or a layer's values \(a readout\): one step's, or all "
+            r"steps' stacked with torch\.stack\(rec, dim=0\) \(or dim=1, batch first\)$",
         ),
         (
             lambda rec: torch.stack(rec, dim=2),

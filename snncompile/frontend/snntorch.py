@@ -829,7 +829,10 @@ def _trace_forward(module: nn.Module, example_input: Any, shape: Shape) -> Trace
     converter = _Converter(module, folded.step_shape)
     converter.run(folded.graph)
     nodes = {converter.ctx.graph.source(n): n for n in converter.ctx.graph.neurons()}
-    returns = [(nodes[path], var, step, axis) for path, var, step, axis in folded.outputs]
+    returns = [
+        (converter.values[src].node if isinstance(src, fx.Node) else nodes[src], var, step, axis)
+        for src, var, step, axis in folded.outputs
+    ]
     graph, outputs = converter.finish(returns)
     mode = "sequence" if folded.sequence else "static"
     return TracedForward(graph, mode, folded.steps, outputs, folded.single, folded.time_axis)

@@ -22,8 +22,9 @@ at step 0, reading only step k's values (``x[k]`` of a sequence, ``x[:, k]`` of 
 or the static input, and the spikes of step k). Anything else is refused with one line naming the module and what differs. Step 0 is then
 written out as a one-step ``torch.fx.Graph`` (neurons called with their input alone), which the
 frontend converts like any traced forward, together with what forward returns: per returned value,
-the neuron, the variable (``spk``, ``mem``, ``syn``) and the step (or all steps, for
-``torch.stack(rec, dim=0)``, or ``dim=1``).
+the neuron and the variable (``spk``, ``mem``, ``syn``), or a readout (the values of a layer, e.g. a
+non-spiking ``nn.Linear``, emitted into the step as the computation its step-0 twin is), and the step
+(or all steps, for ``torch.stack(rec, dim=0)``, or ``dim=1``).
 """
 
 from __future__ import annotations
@@ -449,15 +450,31 @@ class _Mismatch(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
+class _Return:
+    """One value forward returns: variable ``var`` (``"spk"``, ``"mem"``, ``"syn"``) of neuron ``path``,
+    or a readout (``var`` ``"value"``, ``path`` empty): what ``sym`` computes at step ``at``. ``step``:
+    None for all steps stacked on axis ``axis``, -1 for the last step, else the step."""
+
+    path: str
+    var: str
+    step: int | None
+    axis: int
+    sym: _Out | None = None
+    at: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Folded:
     """One time step of a forward with a time loop, as a torch.fx graph, and what forward returns.
 
     ``sequence``: forward takes a sequence and reads it step by step along ``time_axis``: 0 for
     ``x[T, B, ...]`` (``x[step]``), 1 for a batch-first ``x[B, T, ...]`` (``x[:, step]``); else it takes
     ``x[B, ...]`` and injects it at every step (``time_axis`` 0). ``steps``: the loop's step count.
-    ``step_shape``: one step's input (B, ...). ``outputs``: per returned value, (neuron module path,
-    var, step, axis): step None for all steps stacked on axis ``axis`` (0: (T, B, ...), 1: (B, T, ...)),
-    -1 for the last step. ``single``: forward returns one tensor, not a tuple.
+    ``step_shape``: one step's input (B, ...). ``outputs``: per returned value, (source, var, step,
+    axis): the source is a neuron's module path (var ``spk``, ``mem``, ``syn``) or, for a readout (var
+    ``value``: a layer's values, e.g. a non-spiking ``nn.Linear``), its node in ``graph``; step None for
+    all steps stacked on axis ``axis`` (0: (T, B, ...), 1: (B, T, ...)), -1 for the last step.
+    ``single``: forward returns one tensor, not a tuple.
     """
 
     graph: fx.Graph
@@ -465,7 +482,7 @@ class Folded:
     time_axis: int
     steps: int
     step_shape: tuple[int, ...]
-    outputs: tuple[tuple[str, str, int | None, int], ...]
+    outputs: tuple[tuple[str | fx.Node, str, int | None, int], ...]
     single: bool
 
 
@@ -582,10 +599,14 @@ class _Folder:
             )
         for p in self.order:
             self._check_steps(p)
-        outputs = self._outputs(ret)
+        returns = self._outputs(ret)
         shape = tuple(self.x.shape)
         step_shape = shape[:axis] + shape[axis + 1 :] if rec.sequence else shape
-        graph = self._graph(outputs[0][0])
+        graph, readouts = self._graph(returns)
+        outputs = tuple(
+            (r.path if node is None else node, r.var, r.step, r.axis)
+            for r, node in zip(returns, readouts, strict=True)
+        )
         return Folded(graph, rec.sequence, axis, steps, step_shape, outputs, isinstance(ret, Tensor))
 
     # ----------------------------------------------------------------------------- checking
@@ -642,14 +663,14 @@ class _Folder:
                     f"{_pretty(first)}; every step of the loop in forward must compute the same thing"
                 )
 
-    def _outputs(self, ret: Any) -> tuple[tuple[str, str, int | None, int], ...]:
+    def _outputs(self, ret: Any) -> list[_Return]:
         items = [ret] if isinstance(ret, Tensor) else list(ret) if isinstance(ret, tuple | list) else None
         if not items:
             raise UnsupportedModuleError(
                 f"forward returns {type(ret).__name__}; expected tensors (spikes, states)"
             )
         steps = len(self.rec.neuron_calls[self.order[0]])
-        out: list[tuple[str, str, int | None, int]] = []
+        out: list[_Return] = []
         for pos, item in enumerate(items):
             where = (
                 f"forward's returned value {pos}"
@@ -663,22 +684,34 @@ class _Folder:
                     if not isinstance(item, Tensor)
                     else "a tensor not computed from the input"
                 )
-                raise UnsupportedModuleError(f"{where} is {found}; expected a neuron's spikes or state")
-            call = self.calls[sym.call] if isinstance(sym, _Out) else None
-            if isinstance(sym, _Out) and call is not None and call.neuron:
-                out.append((str(call.target), sym.var, -1 if call.step == steps - 1 else call.step, 0))
-                continue
-            if isinstance(sym, _Out) and call is not None and call.target is torch.stack and sym.var == "":
+                raise UnsupportedModuleError(
+                    f"{where} is {found}; expected a neuron's spikes or state, or a layer's values"
+                )
+            if isinstance(sym, _In):
+                raise UnsupportedModuleError(f"{where} is {self.rec._describe(sym)}; {_RETURNS}")
+            call = self.calls[sym.call]
+            if call.neuron:
+                out.append(_Return(str(call.target), sym.var, -1 if call.step == steps - 1 else call.step, 0))
+            elif call.target is torch.stack and sym.var == "":
                 out.append(self._stacked(where, call, steps))
-                continue
-            found = self.rec._describe(sym)
-            raise UnsupportedModuleError(
-                f"{where} is {found}; forward may return neuron spikes and states: one step's, or all steps' "
-                "stacked with torch.stack(rec, dim=0) (or dim=1, batch first)"
-            )
-        return tuple(out)
+            else:
+                at = self._step_of(where, sym, steps)
+                out.append(_Return("", "value", -1 if at == steps - 1 else at, 0, sym, at))
+        return out
 
-    def _stacked(self, where: str, call: _Call, steps: int) -> tuple[str, str, int | None, int]:
+    def _step_of(self, where: str, sym: _Out, steps: int) -> int:
+        """The step whose values a readout computes (the last, when it reads no step's values)."""
+        for step in reversed(range(steps)):
+            try:
+                self.canon(sym, step)
+            except _Mismatch:
+                continue
+            return step
+        raise UnsupportedModuleError(
+            f"{where} is {self.rec._describe(sym)}, which combines values of several time steps; {_RETURNS}"
+        )
+
+    def _stacked(self, where: str, call: _Call, steps: int) -> _Return:
         seq = call.args[0] if call.args else call.kwargs.get("tensors")
         dim = call.kwargs.get("dim", call.args[1] if len(call.args) > 1 else 0)
         if dim not in (0, 1) or not isinstance(seq, tuple | list):
@@ -692,30 +725,38 @@ class _Folder:
             )
         found: set[Any] = set()
         for step, item in enumerate(seq):
+            if isinstance(item, _In):
+                raise UnsupportedModuleError(f"{where} stacks {self.rec._describe(item)}; {_RETURNS}")
             try:
                 c = self.canon(item, step)
             except _Mismatch as e:
                 raise UnsupportedModuleError(
                     f"{where}: item {step} of the stack {e.found}; record each step's value in step order"
                 ) from None
-            if c[0] != "neuron":
-                raise UnsupportedModuleError(
-                    f"{where} stacks {_pretty(c)}; forward may return recordings of neuron spikes and states"
-                )
+            if not isinstance(item, _Out) or c[0] not in ("neuron", "call"):
+                raise UnsupportedModuleError(f"{where} stacks {_pretty(c)}; {_RETURNS}")
             found.add(c)
         if len(found) != 1:
             raise UnsupportedModuleError(
-                f"{where} stacks values of several neurons or variables ({', '.join(sorted(_pretty(c) for c in found))})"
+                f"{where} stacks values of several neurons, variables or layers "
+                f"({', '.join(sorted(_pretty(c) for c in found))})"
             )
-        (_, path, var) = found.pop()
-        return (path, var, None, dim)
+        c = found.pop()
+        if c[0] == "neuron":
+            return _Return(c[1], c[2], None, dim)
+        return _Return("", "value", None, dim, seq[0], 0)  # a readout: emitted from its step-0 value
 
     # ---------------------------------------------------------------------------- emitting
 
-    def _graph(self, output_path: str) -> fx.Graph:
+    def _graph(self, returns: list[_Return]) -> tuple[fx.Graph, list[fx.Node | None]]:
+        """Step 0 as a torch.fx graph: every neuron, called with its input alone, and the readouts
+        forward returns; and each returned readout's node (None for a neuron's variable).
+
+        A value is emitted once per computation (calls compared by :meth:`canon`), so a readout that
+        forward computes after the loop, or records at every step, is the node its step-0 twin is."""
         g = fx.Graph()
         x = g.placeholder("x")
-        emitted: dict[int, fx.Node] = {}
+        emitted: dict[Any, fx.Node] = {}
         items: dict[tuple[int, int], fx.Node] = {}
 
         def item(node: fx.Node, call: int, i: int) -> fx.Node:
@@ -723,12 +764,14 @@ class _Folder:
                 items[(call, i)] = g.call_function(operator.getitem, (node, i))
             return items[(call, i)]
 
-        def arg(a: Any, consumer: str) -> Any:
+        def arg(a: Any, consumer: str, step: int) -> Any:
             if isinstance(a, _In):
                 return x
             if isinstance(a, _Out):
                 call = self.calls[a.call]
-                node = emit(call)
+                if call.neuron:  # every step's call of a neuron is its one node
+                    call = self.calls[self.rec.neuron_calls[str(call.target)][0]]
+                node = emit(call, step)
                 if not call.returned:
                     if a.var in ("", "spk"):
                         return node
@@ -736,33 +779,48 @@ class _Folder:
                         f"{consumer} receives the {a.var!r} state of neuron {call.target!r}; only a neuron's "
                         "spikes can feed a layer"
                     )
-                return item(node, a.call, call.returned.index(a.var))
+                return item(node, call.index, call.returned.index(a.var))
             if isinstance(a, tuple | list):
-                return type(a)(arg(i, consumer) for i in a)
+                return type(a)(arg(i, consumer, step) for i in a)
             if isinstance(a, dict):
-                return {k: arg(v, consumer) for k, v in a.items()}
+                return {k: arg(v, consumer, step) for k, v in a.items()}
             return a
 
-        def emit(call: _Call) -> fx.Node:
-            if call.index in emitted:
-                return emitted[call.index]
+        def emit(call: _Call, step: int) -> fx.Node:
+            if call.neuron:
+                key: Any = ("neuron", call.target)
+                step = 0
+            else:
+                key = ("call", call.name, self.canon(call.args, step), self.canon(call.kwargs, step))
+            if key in emitted:
+                return emitted[key]
             consumer = f"module {call.target!r}" if call.module else call.name
-            args = arg(call.args, consumer)
-            kwargs = arg(call.kwargs, consumer)
+            args = arg(call.args, consumer, step)
+            kwargs = arg(call.kwargs, consumer, step)
             if call.module:
                 node = g.call_module(str(call.target), args, kwargs)
             elif _method_name(call.target):
                 node = g.call_method(str(_method_name(call.target)), args, kwargs)
             else:
                 node = g.call_function(call.target, args, kwargs)
-            emitted[call.index] = node
+            emitted[key] = node
             return node
 
         for p in self.order:
-            emit(self.calls[self.rec.neuron_calls[p][0]])
-        out_call = self.calls[self.rec.neuron_calls[output_path][0]]
-        g.output(arg(_Out(out_call.index, "spk"), "the output"))
-        return g
+            emit(self.calls[self.rec.neuron_calls[p][0]], 0)
+        readouts = [None if r.sym is None else arg(r.sym, "the output", r.at) for r in returns]
+        first = readouts[0]
+        if first is None:
+            out_call = self.calls[self.rec.neuron_calls[returns[0].path][0]]
+            first = arg(_Out(out_call.index, "spk"), "the output", 0)
+        g.output(first)
+        return g, readouts
+
+
+_RETURNS = (
+    "forward may return neuron spikes and states or a layer's values (a readout): one step's, or all "
+    "steps' stacked with torch.stack(rec, dim=0) (or dim=1, batch first)"
+)
 
 
 def _pretty(c: Any) -> str:

@@ -6,6 +6,8 @@ bit (``run_float`` == the snnTorch model's forward, every neuron's spikes and me
 quantization folds it into the layer before it (and says so); ``prepare_qat`` folds it before training,
 so the QAT model's torch forward equals the compiled integer program bit for bit; what cannot be
 compiled (training mode, no running statistics, a BatchNorm after a pooling) is refused with one line.
+``nn.Conv1d`` and the 1-d pools are refused naming their 2-d form over (C, 1, L), which is checked to
+compute what the Conv1d model computes.
 
 The reference is always torch / snnTorch itself (eval, ``torch.no_grad()``); the fold is checked
 against the float module's forward at float32 tolerance only where it cannot be exact.
@@ -19,7 +21,13 @@ import numpy as np
 import pytest
 import snntorch as snn
 import torch
-from conftest import compare_with_snntorch, reset_snntorch_states
+from conftest import (
+    assert_exact,
+    compare_with_snntorch,
+    neuron_node,
+    reset_snntorch_states,
+    snntorch_reference,
+)
 from snncompile.quant import prepare_qat
 from test_qat_exact import assert_bit_exact
 from torch import Tensor, nn
@@ -298,3 +306,91 @@ def test_batchnorm_sharing_its_layer_is_refused() -> None:
 
     with pytest.raises(UnsupportedModuleError, match=r"^module 'bn' \(BatchNorm1d\): prepare_qat folds"):
         prepare_qat(Shared().eval())
+
+
+# ------------------------------------------------------------------------------------------ Conv1d
+# The IR has no 1-d layers (they would need a reshape op that the integer engine does not have), so
+# nn.Conv1d / MaxPool1d / AvgPool1d are refused naming their 2-d form over (C, 1, L); that form is
+# checked here to compute what the 1-d model computes.
+
+AUDIO = (2, 24)  # (C, L) per step
+
+
+def conv1d_net() -> nn.Module:
+    torch.manual_seed(24)
+    net = nn.Sequential(
+        nn.Conv1d(2, 4, 5, padding=2),
+        snn.Leaky(beta=0.9, init_hidden=True),
+        nn.MaxPool1d(2),
+        nn.Conv1d(4, 3, 3, stride=2),
+        snn.Leaky(beta=0.85, init_hidden=True),
+        nn.Flatten(),
+        nn.Linear(3 * 5, N_OUT),
+        snn.Leaky(beta=0.8, init_hidden=True),
+    )
+    with torch.no_grad():
+        net[0].weight.uniform_(-0.8, 0.8)
+        net[3].weight.uniform_(-0.6, 0.6)
+        net[6].weight.uniform_(-0.6, 0.6)
+    return net.eval()
+
+
+def as_conv2d(net: nn.Module) -> nn.Module:
+    """The refusal's advice followed: each 1-d layer as its 2-d form with a (1, k) kernel, same weights."""
+    layers: list[nn.Module] = []
+    for m in net:
+        if isinstance(m, nn.Conv1d):
+            c = nn.Conv2d(
+                m.in_channels, m.out_channels, (1, m.kernel_size[0]), (1, m.stride[0]), (0, m.padding[0])
+            )
+            with torch.no_grad():
+                c.weight.copy_(m.weight.unsqueeze(2))
+                c.bias.copy_(m.bias)
+            layers.append(c)
+        elif isinstance(m, nn.MaxPool1d):
+            layers.append(nn.MaxPool2d((1, m.kernel_size)))
+        else:
+            layers.append(m)
+    return nn.Sequential(*layers).eval()
+
+
+@pytest.mark.parametrize(
+    ("module", "pattern"),
+    [
+        (
+            nn.Conv1d(2, 4, 5),
+            r"^module '0' \(torch\.nn\.modules\.conv\.Conv1d\) is not supported; write nn\.Conv2d\(C_in, C_out, "
+            r"\(1, k\)\) with weight conv1d\.weight\.unsqueeze\(2\) over inputs shaped \(C, 1, L\), which computes "
+            r"the same \(the IR has no 1-d layers\)$",
+        ),
+        (
+            nn.MaxPool1d(2),
+            r"^module '0' \(.*MaxPool1d\) is not supported; write nn\.MaxPool2d\(\(1, k\)\) over ",
+        ),
+        (
+            nn.AvgPool1d(2),
+            r"^module '0' \(.*AvgPool1d\) is not supported; write nn\.AvgPool2d\(\(1, k\)\) over ",
+        ),
+    ],
+    ids=["Conv1d", "MaxPool1d", "AvgPool1d"],
+)
+def test_one_d_layers_are_refused_naming_their_two_d_form(module: nn.Module, pattern: str) -> None:
+    net = nn.Sequential(module, snn.Leaky(beta=0.9, init_hidden=True))
+    with pytest.raises(UnsupportedModuleError, match=pattern):
+        snncompile.trace(net, torch.zeros(B, *AUDIO))
+
+
+def test_the_two_d_form_of_a_conv1d_network_computes_what_it_computes() -> None:
+    """Every neuron's spikes and membranes of the Conv2d form on x[..., None, :] equal those of the
+    Conv1d model's own forward on x, bit for bit."""
+    net = conv1d_net()
+    x = _spikes(25, (T, B, *AUDIO), 0.4)
+    ref = snntorch_reference(net, x)
+    graph = snncompile.trace(as_conv2d(net), torch.zeros(B, AUDIO[0], 1, AUDIO[1]))
+    run = snncompile.run_float(graph, x[:, :, :, None, :])
+    for path in ("1", "4", "7"):
+        node = neuron_node(graph, path)
+        want_spk, want_mem = ref.spikes[path], ref.states[path]["mem"]
+        assert_exact(run.spikes[node].reshape(want_spk.shape), want_spk, f"spikes of {path}")
+        assert_exact(run.states[node]["mem"].reshape(want_mem.shape), want_mem, f"mem of {path}")
+        assert 0 < want_spk.mean() < 1, f"layer {path} is silent or saturated"

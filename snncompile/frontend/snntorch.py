@@ -123,6 +123,15 @@ def _supported() -> str:
     return ", ".join(sorted(t.__name__ for t in HANDLERS))
 
 
+_OVER_C1L = "over inputs shaped (C, 1, L), which computes the same (the IR has no 1-d layers)"
+_REFUSAL_HINTS: dict[type[nn.Module], str] = {
+    nn.Conv1d: f"write nn.Conv2d(C_in, C_out, (1, k)) with weight conv1d.weight.unsqueeze(2) {_OVER_C1L}",
+    nn.MaxPool1d: f"write nn.MaxPool2d((1, k)) {_OVER_C1L}",
+    nn.AvgPool1d: f"write nn.AvgPool2d((1, k)) {_OVER_C1L}",
+}
+"""What to write instead of an unsupported module that has an equivalent."""
+
+
 # ---------------------------------------------------------------------------------- readers
 
 
@@ -612,9 +621,10 @@ class _Converter:
         sub_type = module_type(sub)
         handler = HANDLERS.get(sub_type)
         if handler is None:
+            instead = _REFUSAL_HINTS.get(sub_type)
             raise UnsupportedModuleError(
                 f"module {target!r} ({sub_type.__module__}.{sub_type.__name__}) is not supported; "
-                f"supported: {_supported()} (exact types: subclasses are refused)"
+                + (instead or f"supported: {_supported()} (exact types: subclasses are refused)")
             )
         if isinstance(sub, snn.SpikingNeuron | snn.LeakyParallel | QuantLeakyParallel):
             if target in self.called:

@@ -120,10 +120,15 @@ def report_text(report: dict[str, Any]) -> str:
     synth = report.get("synthesis")
     if synth is not None:
         if "luts" in synth:
+            fmax = "not analysed" if synth["fmax_mhz"] is None else f"{synth['fmax_mhz']:.1f} MHz"
             lines += [
                 "",
-                f"synthesis of the reference core ({synth['command']}): {synth['luts']:,} LUTs, "
-                f"{synth['flip_flops']:,} flip-flops, {synth['block_rams']} block RAMs, {synth['dsps']} DSPs",
+                f"synthesis of the reference core ({synth['command']}, part {synth['part']}): "
+                f"{synth['luts']:,} LUTs, {synth['flip_flops']:,} flip-flops, {synth['block_rams']} block RAMs, "
+                f"{synth['dsps']} DSPs; {'fits' if synth['fits'] else 'does NOT fit'}; "
+                f"Fmax {fmax} for a {synth['clock_mhz']:g} MHz clock; "
+                f"bitstream {synth['bitstream'] or 'none'}",
+                *(f"  - {p}" for p in synth["problems"]),
             ]
         else:
             lines += ["", f"synthesis: {synth['reason']}"]

@@ -8,6 +8,7 @@ without torch, brevitas, numba or snnTorch (tests/test_cli.py checks).
 
 from __future__ import annotations
 
+import shutil
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -292,6 +293,10 @@ def simulate(
             )
 
 
+#: where ``compile --synth`` puts the iCE40 bitstream of the reference core, inside the build
+BITSTREAM = "rtl/snn_host.bin"
+
+
 def _synthesis(target: Target) -> dict[str, Any]:
     """Implementation figures of the reference core at the target's own parameters, or the reason there are none."""
     from snncompile.backends.rtl import RtlUnsupportedError, synthesize
@@ -437,13 +442,18 @@ def compile_cmd(
         )
     program = compile_graph(graph, load_target(target), calib, approximate_state_quant)
     stimulus = load_npz(golden, "x") if golden else None
-    extras: dict[str, Any] = {
-        "synthesis": _synthesis(program.target) if synth else {"reason": "not run (--synth)"}
-    }
+    synthesis = _synthesis(program.target) if synth else {"reason": "not run (--synth)"}
+    bitstream = synthesis.get("bitstream")
+    if bitstream is not None:  # the placed and routed core goes in the build, named in the report
+        synthesis["bitstream"] = BITSTREAM
+    extras: dict[str, Any] = {"synthesis": synthesis}
 
     def write_golden(directory: Path) -> None:
         if stimulus is not None:
             golden_files(program, stimulus, directory / "golden")
+        if bitstream is not None:
+            (directory / BITSTREAM).parent.mkdir()
+            shutil.copyfile(bitstream, directory / BITSTREAM)
 
     write_build(program, build, extras, write_golden)
     if not ctx.obj["quiet"]:

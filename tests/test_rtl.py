@@ -489,7 +489,44 @@ def test_synthesis_figures_land_in_the_compile_report(
     else:
         assert figures["fits"] == (figures["bitstream"] is not None)
         assert figures["meets_timing"] == (figures["fmax_mhz"] >= target.micro.clock_mhz)
-    assert "synthesis of the reference core (synth_ice40" in (tmp_path / "b" / "report.txt").read_text()
+    text = (tmp_path / "b" / "report.txt").read_text()
+    assert "synthesis of the reference core (synth_ice40" in text
+    assert ("; fits;" in text) == figures["fits"] and all(p in text for p in figures["problems"])
+    if figures["bitstream"] is not None:
+        assert (tmp_path / "b" / figures["bitstream"]).stat().st_size > 100_000
+
+
+def test_compile_synth_puts_the_bitstream_in_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A placed and routed core's bitstream is copied into the build (the flow's own directory is a
+    cache) and the report names it there; the text report says it fits and gives Fmax and clock."""
+    import snncompile.backends.rtl as rtl
+    from click.testing import CliRunner
+
+    from snncompile.cli import main
+
+    flow_output = tmp_path / "flow" / "snn_host.bin"
+    flow_output.parent.mkdir()
+    flow_output.write_bytes(b"\x7e\xaa\x99\x7e" * 1000)
+    figures = {
+        "part": "iCE40UP5K", "luts": 4000, "flip_flops": 3000, "block_rams": 20, "dsps": 4,
+        "fmax_mhz": 31.5, "clock_mhz": 24.0, "fits": True, "meets_timing": True,
+        "bitstream": str(flow_output), "parameters": {}, "command": "synth_ice40 -dsp -top snn_host",
+        "problems": [], "seconds": 1.0,
+    }  # fmt: skip
+    monkeypatch.setattr(rtl, "synthesize", lambda target: dict(figures))
+    (tmp_path / "m.py").write_text(MODEL_FILE)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        main, ["compile", "m.py:build", "--target", "ice40up5k", "--synth", "-o", "b"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "b" / "report.json").read_text())["synthesis"]
+    assert report["bitstream"] == "rtl/snn_host.bin"
+    assert (tmp_path / "b" / "rtl" / "snn_host.bin").read_bytes() == flow_output.read_bytes()
+    text = (tmp_path / "b" / "report.txt").read_text()
+    assert "; fits; Fmax 31.5 MHz for a 24 MHz clock; bitstream rtl/snn_host.bin" in text
 
 
 COUNTER = """module snn_host(input wire clk, output reg [7:0] q);

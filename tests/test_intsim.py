@@ -169,7 +169,7 @@ def assert_same(a: object, b: object) -> None:
 @settings(max_examples=160, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     graphs(),
-    st.sampled_from([None, "event", "int64", "blas-f64", "mixed"]),
+    st.sampled_from([None, "event", "int64", "blas-f64", "int-dot", "mixed"]),
     st.integers(1, 3),
     st.sampled_from([None, 1, 2]),
     st.booleans(),
@@ -191,8 +191,8 @@ def test_fast_engine_equals_reference(
     paths: dict[str, str] | None = None
     if forced == "mixed":
         paths = {n: ("event", "blas-f64")[i % 2] for i, n in enumerate(synapses)}
-    elif forced is not None:
-        paths = dict.fromkeys(synapses, forced)
+    elif forced is not None:  # int-dot is a linear layer's path only
+        paths = {n: forced for n in synapses if forced != "int-dot" or isinstance(graph.op(n), QLinear)}
     if not as_float32 and graph.op(graph.input_name).frac == 0:  # type: ignore[attr-defined]
         x = x.astype(np.int16)  # integer spikes: the codes are used as they are
     run = simulate(graph, x, paths=paths, chunk=chunk, steps=steps, progress=False, record_states=record)
@@ -222,7 +222,8 @@ def test_saturation_corner_matches() -> None:
 
 
 def test_float32_path_is_refused_when_the_bound_is_not_proven() -> None:
-    """A layer whose partial sums reach 2**27 gets float64; forcing float32 there loses bits."""
+    """A layer whose partial sums reach 2**27 gets float64 or integer dot products; forcing float32
+    there loses bits."""
     rng = np.random.default_rng(0)
     g = Graph()
     g.add("x", Input((64,), frac=0))
@@ -239,8 +240,8 @@ def test_float32_path_is_refused_when_the_bound_is_not_proven() -> None:
     x[:, :, ::2] = 1
     x[:, :, 1::4] = 0
     ranges = analyze_ranges(g, 1)
-    assert legal_paths(g.op("fc"), 1, ranges.nodes["fc"].bits) == ["event", "blas-f64"]  # type: ignore[arg-type]
-    assert plan(g, ranges)["fc"].dense == "blas-f64"
+    assert legal_paths(g.op("fc"), 1, ranges.nodes["fc"].bits) == ["event", "blas-f64", "int-dot"]  # type: ignore[arg-type]
+    assert plan(g, ranges)["fc"].dense in ("blas-f64", "int-dot")
     reference = run_integer(g, x)
     assert_same(simulate(g, x, progress=False), reference)
     assert np.abs(reference.states["n"]["mem"]).max() > 2**24  # the case really exceeds float32

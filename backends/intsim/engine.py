@@ -14,7 +14,9 @@ analysis of the graph for the actual input bound:
   its im2col columns);
 * ``blas-f32``: the largest partial sum stays below 2**24, so float32 BLAS is exact;
 * ``blas-f64``: below 2**53, float64 BLAS is exact;
-* ``int64``: the reference's plain integer product.
+* ``int-dot``: a linear layer as compiled int64 dot products, exact at any proven bound (no BLAS:
+  small layers such as a classifier's last);
+* ``int64``: the reference's plain integer product (a conv beyond 2**53).
 
 A convolution's dense paths are ``unfold`` + matrix product (plain dot products, so exact whatever
 torch's conv backend, with matmul precision pinned to IEEE by :func:`tuning.exact_float`).
@@ -45,6 +47,7 @@ from snncompile.backends.intsim.kernels import (
     EventSynapses,
     NeuronKernel,
     conv_geometry,
+    dot_rows,
     im2col,
     linear_rows,
     pool,
@@ -63,7 +66,7 @@ from snncompile.passes.ranges import RangeReport, analyze_ranges
 
 Array = np.ndarray
 Path = str
-PATHS: tuple[Path, ...] = ("event", "int8-mm", "onednn-f32", "blas-f32", "blas-f64", "int64")
+PATHS: tuple[Path, ...] = ("event", "int8-mm", "onednn-f32", "blas-f32", "blas-f64", "int-dot", "int64")
 #: the bytes of intermediate values one chunk may hold (sizes its rows = samples x steps)
 CHUNK_BYTES = 48 << 20
 #: densities at which the event path is timed (its cost is linear in the density between them)
@@ -127,7 +130,11 @@ def legal_paths(op: QLinear | QConv2d, input_max: int, bits: int) -> list[Path]:
         out.append("int8-mm")
     if isinstance(op, QConv2d) and bits <= 24 and torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
         out.append("onednn-f32")
-    out += ["blas-f32"] if bits <= 24 else ["blas-f64"] if bits <= 53 else ["int64"]
+    out += ["blas-f32"] if bits <= 24 else ["blas-f64"] if bits <= 53 else []
+    if isinstance(op, QLinear):
+        out.append("int-dot")
+    elif bits > 53:
+        out.append("int64")
     return out
 
 
@@ -164,12 +171,16 @@ def _weights(op: QLinear | QConv2d, path: Path) -> tuple[torch.Tensor, torch.Ten
 
 class DenseSynapses:
     """A synapse op on a dense path over rows ``(R, *in_shape)``: float BLAS (a linear layer, or a conv
-    as unfold + matrix product), ``torch._int_mm``, or the reference's int64 rule."""
+    as unfold + matrix product), ``torch._int_mm``, a compiled int64 dot product per output (a linear
+    layer), or the reference's int64 rule."""
 
     def __init__(self, op: QLinear | QConv2d, path: Path) -> None:
         self.op, self.path = op, path
         if path in ("blas-f32", "blas-f64", "onednn-f32"):
             self.w, self.b = _weights(op, "blas-f64" if path == "blas-f64" else "blas-f32")
+        elif path == "int-dot":
+            self.w64 = np.ascontiguousarray(op.weight, np.int64)
+            self.b64 = np.zeros(op.weight.shape[0], np.int64) if op.bias is None else op.bias.astype(np.int64)
         elif path == "int8-mm":  # (K, N): a conv's taps and channels padded to multiples of 8
             w = op.weight.reshape(op.weight.shape[0], -1)
             w8 = np.zeros((_ceil8(w.shape[1]), _ceil8(w.shape[0])), np.int8)
@@ -180,6 +191,8 @@ class DenseSynapses:
     def __call__(self, x: Array) -> Array:
         """``x`` (R, *in_shape) -> (R, *out_shape); float values that are exact integers on float
         paths (neuron kernels read them directly), integers otherwise."""
+        if self.path == "int-dot":
+            return dot_rows(np.ascontiguousarray(x.reshape(x.shape[0], -1)), self.w64, self.b64)
         if self.path == "int64":
             return REFERENCE[type(self.op)](self.op, [x[None].astype(np.int64)], {"n": 0})[0][0]
         if self.path == "int8-mm" and isinstance(self.op, QLinear):
@@ -325,7 +338,8 @@ def _choose(
     dense_legal = [p for p in legal if p != "event"]
     if not tuning.tuning_enabled():
         vnni = {"avx512_vnni", "avx_vnni", "amx_int8"} & set(tuning.machine()["features"])
-        dense = "int8-mm" if "int8-mm" in dense_legal and vnni else dense_legal[-1]
+        blas = [p for p in dense_legal if p.startswith("blas")]
+        dense = "int8-mm" if "int8-mm" in dense_legal and vnni else (blas or dense_legal)[-1]
         why = f"not timed (SNNCOMPILE_TUNE=0): {dense}, event below density {DEFAULT_EVENT_BELOW}"
         return Choice(dense, DEFAULT_EVENT_BELOW, fused, {}, why)
     acc = _acc_dtype(bits)
@@ -379,6 +393,8 @@ def forced_plan(graph: Graph, paths: Mapping[str, Path], keep: Collection[str] =
             )
         if p not in PATHS:
             raise InputError(f"path {p!r} for node {n!r} is not one of {', '.join(PATHS)}")
+        if p == "int-dot" and not isinstance(graph.op(n), QLinear):
+            raise InputError(f"path 'int-dot' for node {n!r}: it is a linear layer's path, {n!r} is a conv")
         event = p == "event"
         out[n] = Choice(
             "int64" if event else p, 2.0 if event else 0.0, _fusable(graph, n, keep), {}, "forced"

@@ -386,6 +386,25 @@ def _events(x: Any, syn: Any, syn_bias: Any, syn_ints: Any, out: Any, lo_b: int,
 
 
 @numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+def _dot_rows(x: Any, w: Any, bias: Any, out: Any) -> None:
+    """``out[r, j] = bias[j] + sum_i x[r, i] * w[j, i]`` in int64 (exact: the range analysis bounds
+    every sum below 2**62); ``x`` holds integers (or floats that are integers)."""
+    for r in range(x.shape[0]):
+        for j in range(w.shape[0]):
+            acc = np.int64(0)
+            for i in range(w.shape[1]):
+                acc += np.int64(x[r, i]) * w[j, i]
+            out[r, j] = acc + bias[j]
+
+
+def dot_rows(x: Array, w: Array, bias: Array) -> Array:
+    """:func:`_dot_rows` over rows ``x`` (R, n_in) on every CPU: a small linear layer without BLAS."""
+    out = np.empty((x.shape[0], w.shape[0]), np.int64)
+    split(lambda lo, hi: _dot_rows(x[lo:hi], w, bias, out[lo:hi]), x.shape[0], 16)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
 def _codes(x: Any, out: Any, write: int, bounds: Any) -> tuple[Any, Any, Any]:
     """Over floats ``x``: the count of values that are not integers in ``bounds`` (-128, 127,
     in ``x``'s type; NaN included), and the smallest and largest code; the int8 codes written to

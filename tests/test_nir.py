@@ -49,6 +49,8 @@ from snncompile.ir import (
     Scale,
     SumPool2d,
 )
+from snncompile.passes import fold_scale
+from snncompile.targets import target_names
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:nirtorch.extract_nir_graph is being deprecated:DeprecationWarning"
@@ -905,3 +907,193 @@ def test_shapes_that_never_fit_name_the_node() -> None:
 def test_conventions_table_lists_every_option() -> None:
     assert set(CONVENTIONS) == {"snntorch", "norse", "sinabs", "rockpool", "euler"}
     assert math.isclose(CONVENTIONS["snntorch"].default_dt or 0, 1e-4)
+
+
+# ============================================================== (e) input gains
+
+
+def _norse_lif_step(v: np.ndarray, tau: np.ndarray, v_leak: np.ndarray, dt: float) -> Callable[..., Any]:
+    def step(i: np.ndarray) -> np.ndarray:  # Norse's lif_box_feed_forward_step
+        v[:] = v + dt / tau * (i + v_leak - v)
+        return v
+
+    return step
+
+
+def _gain_lif(n: int, dt: float) -> tuple[nir.LIF, np.ndarray, np.ndarray, np.ndarray]:
+    tau = RNG.uniform(3, 8, n) * dt
+    v_leak, thr = RNG.uniform(0, 0.3, n), RNG.uniform(0.5, 1.0, n)
+    return nir.LIF(tau=tau, r=np.ones(n), v_leak=v_leak, v_threshold=thr), tau, v_leak, thr
+
+
+@pytest.mark.parametrize("into", ["weights", "threshold"])
+def test_an_input_gain_folds_exactly(into: str) -> None:
+    """Norse's LIF scales its input by ``dt/tau``: a Scale node that quantization folds into the Affine
+    before it, or, fed straight from the input (the NIR paper's one-neuron LIF), into the neuron's
+    threshold. Both folded graphs spike as Norse's update does, and compile."""
+    n, dt = 5, 1e-3
+    lif, tau, v_leak, thr = _gain_lif(n, dt)
+    affine = _affine(3, n)
+    nodes = [affine, lif] if into == "weights" else [lif]
+    x = RNG.uniform(0, 1, (60, 4, 3 if into == "weights" else n)).astype(np.float32)
+    if into == "threshold":
+        x *= 2
+    drive = _drive(affine, x) if into == "weights" else x.astype(np.float64)
+    want = _ref_loop(
+        drive, _norse_lif_step(np.zeros((4, n)), tau, v_leak, dt), thr, _same_step_reset("subtract", thr)
+    )
+    graph = import_nir(chain([x.shape[2]], *nodes), convention="norse", reset="subtract")
+    assert any(isinstance(graph.op(n), Scale) for n in graph)
+    folded, notes = fold_scale(graph)
+    kinds = [graph.op(n).kind for n in graph.topo_order()]
+    assert [folded.op(n).kind for n in folded.topo_order()] == [k for k in kinds if k != "scale"]
+    what = "weights and bias scaled" if into == "weights" else "threshold, bias and recurrent weights divided"
+    assert len(notes) == 1 and re.search(rf"input gain .* folded into n0 \({what}", notes[0]), notes
+    assert_exact(snncompile.run_float(folded, x).output, want, f"spikes, gain folded into the {into}")
+    assert 0.02 < want.mean() < 0.98
+    for target in target_names():
+        program = snncompile.compile_graph(graph, target, x)
+        agree = float(np.mean(program.simulate(program.quantize_input(x)).spikes == want))
+        assert agree > 0.95, f"{target}: fixed-point spikes agree with Norse's update on {agree:.1%}"
+
+
+def _norse_cuba(n: int, dt: float) -> tuple[nir.CubaLIF, dict[str, np.ndarray]]:
+    p = {
+        "tau_syn": RNG.uniform(2, 6, n) * dt,
+        "tau_mem": RNG.uniform(4, 10, n) * dt,
+        "r": RNG.uniform(0.5, 2, n),
+        "w_in": RNG.uniform(0.5, 2, n),
+        "v_threshold": RNG.uniform(0.3, 0.8, n),
+    }
+    return nir.CubaLIF(v_leak=np.zeros(n), **p), p
+
+
+def _norse_cuba_step(
+    p: dict[str, np.ndarray], dt: float, batch: int, w_rec: np.ndarray | None = None
+) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+    """Norse's from_nir CubaLIF (LIBox synapse on ``w_in * x``, then LIFBox membrane on ``r * I``),
+    the input of a recurrent cell being ``x + w_rec s[t-1]``; subtract reset in the step it fires."""
+    n = p["r"].size
+    i_syn, v, spk = np.zeros((batch, n)), np.zeros((batch, n)), np.zeros((batch, n))
+    thr = p["v_threshold"]
+
+    def step(x: np.ndarray) -> np.ndarray:
+        drive = x if w_rec is None else x + spk @ w_rec.T
+        i_syn[:] = i_syn + dt / p["tau_syn"] * (p["w_in"] * drive - i_syn)
+        v[:] = v + dt / p["tau_mem"] * (p["r"] * i_syn - v)
+        return v
+
+    def reset(vv: np.ndarray, s: np.ndarray) -> np.ndarray:
+        spk[:] = s
+        return _same_step_reset("subtract", thr)(vv, s)
+
+    return step, reset
+
+
+@pytest.mark.parametrize("fed_by", ["affine", "input"])
+def test_a_recurrent_cells_gain_folds_with_its_recurrent_weights(fed_by: str) -> None:
+    """A nested ``{input, cuba, w_rec, output}`` cell under the norse convention: the gain
+    ``w_in*k_s*r*k_m`` scales the recurrent weights at import; folded into the Affine before the cell
+    they stay, folded into the neuron (the cell fed straight from the input) they are divided back."""
+    n, dt = 4, 1e-3
+    cuba, p = _norse_cuba(n, dt)
+    w = RNG.uniform(-0.3, 0.1, (n, n))
+    cell = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(np.array([n])),
+            "lif": cuba,
+            "w_rec": nir.Linear(w),
+            "output": nir.Output(np.array([n])),
+        },
+        edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
+    )
+    affine = _affine(3, n)
+    x = RNG.uniform(0, 1 if fed_by == "affine" else 0.6, (60, 4, 3 if fed_by == "affine" else n))
+    x = x.astype(np.float32)
+    drive = _drive(affine, x) if fed_by == "affine" else x.astype(np.float64)
+    step, reset = _norse_cuba_step(p, dt, 4, w)
+    want = _ref_loop(drive, step, p["v_threshold"], reset)
+    nodes = [affine, cell] if fed_by == "affine" else [cell]
+    graph = import_nir(chain([x.shape[2]], *nodes), convention="norse", reset="subtract")
+    folded, notes = fold_scale(graph)
+    assert not any(isinstance(folded.op(k), Scale) for k in folded) and len(notes) == 1
+    assert_exact(snncompile.run_float(folded, x).output, want, f"spikes, cell fed by the {fed_by}")
+    assert 0.02 < want.mean() < 0.98
+
+
+@pytest.mark.parametrize("per", ["channel", "neuron"])
+def test_a_conv_layers_gain_folds_per_channel_or_into_the_threshold(per: str) -> None:
+    """Norse LIFs after a Conv2d: one tau per channel folds the gain into the conv's kernels and bias;
+    a tau per neuron cannot, so it goes into the thresholds instead."""
+    c, hw, dt = 2, 4, 1e-3
+    shape = (c, hw, hw)
+    tau_c = RNG.uniform(3, 8, (c, 1, 1)) * dt
+    tau = np.broadcast_to(tau_c, shape).copy() if per == "channel" else RNG.uniform(3, 8, shape) * dt
+    v_leak, thr = np.zeros(shape), RNG.uniform(0.3, 0.6, shape)
+    weight, bias = f32(c, 1, 3, 3, lo=0, hi=0.4), f32(c, lo=0, hi=0.05)
+    conv = nir.Conv2d(None, weight, 1, 1, 1, 1, bias)
+    lif = nir.LIF(tau=tau, r=np.ones(shape), v_leak=v_leak, v_threshold=thr)
+    x = RNG.uniform(0, 1, (40, 3, 1, hw, hw)).astype(np.float32)
+    ref = torch.nn.functional.conv2d(
+        torch.from_numpy(x.astype(np.float64)).flatten(0, 1),
+        torch.from_numpy(weight.astype(np.float64)),
+        torch.from_numpy(bias.astype(np.float64)),
+        padding=1,
+    )
+    drive = ref.reshape(40, 3, *shape).numpy()
+    want = _ref_loop(
+        drive, _norse_lif_step(np.zeros((3, *shape)), tau, v_leak, dt), thr, _same_step_reset("subtract", thr)
+    )
+    graph = import_nir(chain([1, hw, hw], conv, lif), convention="norse", reset="subtract")
+    folded, notes = fold_scale(graph)
+    what = "weights and bias scaled" if per == "channel" else "threshold, bias and recurrent weights divided"
+    assert len(notes) == 1 and what in notes[0], notes
+    assert_exact(snncompile.run_float(folded, x).output, want, f"spikes, a gain per {per}")
+    assert 0.02 < want.mean() < 0.98
+
+
+def test_a_gain_that_rounds_to_one_in_float32_adds_no_scale() -> None:
+    """float32 time constants rarely give a float64 gain of exactly 1 (the Braille graphs'
+    ``w_in*dt/tau_syn * r*dt/tau_mem``); one that rounds to 1 in float32 scales nothing."""
+    dt = 1e-3
+    tau_syn, tau_mem = np.full(3, 3e-3, np.float32), np.full(3, 9.1e-3, np.float32)
+    w_in, r = tau_syn / np.float32(dt), tau_mem / np.float32(dt)
+    gain = w_in.astype(np.float64) * dt / tau_syn * r * dt / tau_mem
+    assert not np.all(gain == 1) and np.all(gain.astype(np.float32) == 1)
+    cuba = nir.CubaLIF(
+        tau_syn=tau_syn, tau_mem=tau_mem, r=r, v_leak=np.zeros(3), v_threshold=np.ones(3), w_in=w_in
+    )
+    graph = import_nir(chain([2], _affine(2, 3), cuba), convention="norse")
+    assert [graph.op(k).kind for k in graph.topo_order()] == ["input", "linear", "cubalif", "output"]
+
+
+@pytest.mark.parametrize(
+    ("scale", "state", "message"),
+    [
+        (
+            -0.5,
+            None,
+            "not into the weights before it (it reads input node 'x', not a Linear or Conv2d), not into the neuron "
+            "after it (the gain is not positive everywhere (dividing the threshold by it would flip the "
+            "spike test))",
+        ),
+        (
+            0.5,
+            "mem",
+            "not into the weights before it (it reads input node 'x', not a Linear or Conv2d), not into the neuron "
+            "after it (output 'out' reads its states, whose values would change)",
+        ),
+    ],
+)
+def test_a_gain_that_cannot_fold_is_refused(scale: float, state: str | None, message: str) -> None:
+    g = Graph()
+    g.add("x", Input((2,)))
+    g.add("gain", Scale(np.full(2, scale, np.float32)), ("x",), source="n0")
+    g.add("lif", LIF(np.full(2, 0.5, np.float32), np.ones(2, np.float32)), ("gain",))
+    g.add("out", Output(state), ("lif",))
+    head = (
+        "node 'gain' (scale -0.5[2], from 'n0') " if scale < 0 else "node 'gain' (scale 0.5[2], from 'n0') "
+    )
+    full = head + "has no fixed-point form and cannot be folded: " + message
+    with pytest.raises(snncompile.QuantizationError, match=f"^{re.escape(full)}$"):
+        snncompile.compile_graph(g, "default", np.ones((3, 1, 2), np.float32))

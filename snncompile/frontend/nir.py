@@ -13,8 +13,10 @@ reset and spike (which follow :class:`~snncompile.ir.LIF` / :class:`~snncompile.
     LIF, IF:  m[t] = beta*m[t-1] + bias + g*x[t]                    (IF: beta = 1, bias = 0)
     CubaLIF:  I[t] = alpha*I[t-1] + g*x[t];   m[t] = beta*m[t-1] + I[t]
 
-``g`` becomes a :class:`~snncompile.ir.Scale` node in front of the neuron (left out where ``g == 1``) and
-also multiplies the recurrent weights, since recurrent spikes enter the same input::
+``g`` becomes a :class:`~snncompile.ir.Scale` node in front of the neuron (left out where ``g`` rounds to
+1 in float32) and also multiplies the recurrent weights, since recurrent spikes enter the same input;
+quantization folds the Scale into the layer before it or into the neuron's threshold
+(:mod:`snncompile.passes.fold_scale`)::
 
     convention  default dt   beta (alpha alike)    LIF: g; bias               CubaLIF: g          IF: g
     snntorch    1e-4         1 - k, clamped [0,1]  1 (*); 0                   1 (*)               1 (*)
@@ -841,12 +843,14 @@ def _check_reset(where: str, node: Any, reset: Reset) -> None:
         )
 
 
-def _recurrence(where: str, node: Any, gain: np.ndarray, shape: Shape) -> Recurrence:
-    """The IR recurrence of a ``w_rec`` node, each target neuron's row scaled by its input gain."""
-    scaled = not np.all(gain == 1.0)
+def _recurrence(where: str, node: Any, gain: np.ndarray | None, shape: Shape) -> Recurrence:
+    """The IR recurrence of a ``w_rec`` node, each target neuron's row scaled by its input gain (None:
+    a gain of 1)."""
+    scaled = gain is not None
     try:
-        g = np.broadcast_to(gain, shape).astype(np.float64)
+        g = np.broadcast_to(1.0 if gain is None else gain, shape).astype(np.float64)
     except ValueError:
+        assert gain is not None
         raise GraphError(f"{where}: input gain of shape {gain.shape} does not fit neurons {shape}") from None
     rec = f"{where} w_rec ({type(node).__name__})"
 
@@ -905,9 +909,11 @@ def _neuron(b: _Builder, name: str, node: Any, x: str, w_rec: Any | None) -> str
     rule = {nir.LIF: opts.convention.lif, nir.CubaLIF: opts.convention.cuba, nir.IF: opts.convention.if_}
     p = rule[type(node)](where, node, opts.dt)
     _check_reset(where, node, opts.reset)
-    recurrence = None if w_rec is None else _recurrence(where, w_rec, p.gain, b.shapes[x])
-    if not np.all(p.gain == 1.0):
-        x = b.add(f"{name}_gain", Scale(_f32(where, "input gain", p.gain)), (x,), name)
+    gain = _f32(where, "input gain", p.gain)
+    unit = bool(np.all(gain == 1))  # a gain that rounds to 1 in float32 scales nothing
+    recurrence = None if w_rec is None else _recurrence(where, w_rec, None if unit else p.gain, b.shapes[x])
+    if not unit:
+        x = b.add(f"{name}_gain", Scale(gain), (x,), name)
     beta, thr = _f32(where, "beta", p.beta), _f32(where, "threshold", p.threshold)
     op: Op
     if p.alpha is None:

@@ -19,8 +19,10 @@ A threshold code ``>= mem.hi`` can never be crossed (``s = m > thr`` and ``m <= 
 state grid chosen here that is an error; from a format the model gives (QAT) it is a note naming how
 many neurons can never fire and how often the float model fired them on the calibration data.
 
-BatchNorm is folded into the synapse op before it first (:mod:`.fold_batchnorm`, noted), and a
-model's input quantizer becomes the input format (:mod:`.fold_input_grid`). An snnTorch ``state_quant``
+BatchNorm is folded into the synapse op before it first (:mod:`.fold_batchnorm`, noted), so is an
+imported NIR neuron's input gain (a Scale, folded into the layer before it or the neuron's threshold:
+:mod:`.fold_scale`, noted); calibration runs on the folded graph, and a model's input quantizer
+becomes the input format (:mod:`.fold_input_grid`). An snnTorch ``state_quant``
 table that is not a dyadic uniform grid has no fixed-point form: it is refused unless the caller opts
 into the nearest fixed-point format (``approximate_state_quant=True``); the note then gives the
 measured error of that format over the table's range and, with calibration data, the measured spike
@@ -70,6 +72,7 @@ from snncompile.ir import (
 )
 from snncompile.passes.fold_batchnorm import fold_batchnorm
 from snncompile.passes.fold_input_grid import fold_input_grid
+from snncompile.passes.fold_scale import fold_scale
 from snncompile.quant.fixed import exact_frac, to_fixed
 from snncompile.targets import Target
 
@@ -424,12 +427,20 @@ def quantize(
 ) -> QuantizeResult:
     """Puts every value of the float ``graph`` on ``target``'s fixed-point grids (see the module doc)."""
     graph.verify()
-    ranges, fired = _calibration_ranges(graph, calibration) if calibration is not None else (None, None)
-    folded, grid = fold_input_grid(graph)
-    folded, fold_notes = fold_batchnorm(folded)
+    folded, bn_notes = fold_batchnorm(graph)
+    folded, scale_notes = fold_scale(folded)
+    ranges, fired = _calibration_ranges(folded, calibration) if calibration is not None else (None, None)
     st = _State(
-        graph, target, ranges, fired, Graph(), {}, list(fold_notes), approximate=approximate_state_quant
+        folded,
+        target,
+        ranges,
+        fired,
+        Graph(),
+        {},
+        [*bn_notes, *scale_notes],
+        approximate=approximate_state_quant,
     )
+    folded, grid = fold_input_grid(folded)
     for node in folded.topo_order():
         op = folded.op(node)
         if isinstance(op, Input):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from snncompile._version import __version__
 from snncompile.errors import (
+    ConventionWarning,
     GraphError,
     InconsistentModelError,
     InputError,
@@ -43,6 +44,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "ConventionWarning",
     "Graph",
     "GraphError",
     "InconsistentModelError",

@@ -1,4 +1,4 @@
-"""The one exception hierarchy of snncompile.
+"""The one exception hierarchy of snncompile, and its one warning.
 
 Every error a user can provoke derives from :class:`SnnCompileError`. Messages name the module, node or
 field, what was found, what was expected and the valid choices; the CLI prints them as one line.
@@ -37,3 +37,9 @@ class InputError(SnnCompileError):
 
 class QuantizationError(SnnCompileError):
     """A model that cannot be put on the target's fixed-point formats as asked."""
+
+
+class ConventionWarning(UserWarning):
+    """A NIR import whose neurons compute otherwise than the convention's producer in some regime (e.g.
+    several spikes in one step): the graph is imported, and the message names the difference, where it
+    shows and the NIR nodes concerned. The CLI prints each as a ``note:`` line."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from conftest import assert_active, assert_exact, snntorch_reference
 from torch import nn
 
 import snncompile
-from snncompile import GraphError, InputError, SerializationError, UnsupportedModuleError
+from snncompile import ConventionWarning, GraphError, InputError, SerializationError, UnsupportedModuleError
 from snncompile.frontend.nir import CONVENTIONS, export_nir, import_nir, write_nir
 from snncompile.ir import (
     LIF,
@@ -52,9 +53,11 @@ from snncompile.ir import (
 from snncompile.passes import fold_scale
 from snncompile.targets import target_names
 
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:nirtorch.extract_nir_graph is being deprecated:DeprecationWarning"
-)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:nirtorch.extract_nir_graph is being deprecated:DeprecationWarning"),
+    # the notes on where a convention's producer computes otherwise: test_differences_are_noted pins them
+    pytest.mark.filterwarnings("ignore::snncompile.errors.ConventionWarning"),
+]
 
 _MARGIN = 1e-5
 RNG = np.random.default_rng(0)
@@ -427,6 +430,13 @@ def test_edited_file_is_refused_unless_metadata_is_ignored() -> None:
     )
     with pytest.raises(SerializationError, match=f"^{re.escape(message)}$"):
         import_nir(exported)
+    small = Graph()  # the euler convention reads every standard field of a LIF (it refuses a CubaLIF)
+    small.add("x", Input((12,)))
+    small.add("fc", Linear(f32(6, 12), f32(6)), ["x"])
+    small.add("a", LIF(f32(6, lo=0, hi=1), np.array(1.0, np.float32), reset="zero"), ["fc"])
+    small.add("out", Output(), ["a"])
+    exported = export_nir(small)
+    exported.nodes["fc"].weight = exported.nodes["fc"].weight * 2
     imported = import_nir(exported, use_metadata=False, convention="euler", dt=1e-4)
     fc = imported.op("fc")
     assert isinstance(fc, Linear)
@@ -544,7 +554,6 @@ def test_lif_follows_each_producers_update(convention: str, reset: str) -> None:
 # convention: (dt, drive scale, threshold range)
 _CUBA_SETUPS: dict[str, tuple[float, float, tuple[float, float]]] = {
     "norse": (1e-3, 2.0, (0.3, 0.8)),
-    "euler": (1e-3, 2.0, (0.3, 0.8)),
     "rockpool": (1e-3, 0.3, (1.0, 2.0)),
     "snntorch": (1e-4, 0.5, (0.5, 1.0)),
 }
@@ -583,10 +592,11 @@ def test_cubalif_follows_each_producers_update(convention: str) -> None:
         if convention == "snntorch":
             fired[:] = s
             return vv
-        return _same_step_reset("subtract", thr)(vv, s)
+        # Norse's from_nir: reset_value to v_reset = 0; Rockpool's LIFTorch subtracts
+        return _same_step_reset("zero" if convention == "norse" else "subtract", thr)(vv, s)
 
     want = _ref_loop(_drive(affine, x), step, thr, reset)
-    graph = import_nir(
+    graph = import_nir(  # each convention's own reset
         chain([3], affine, cuba),
         convention=convention,
         dt=None if convention == "rockpool" else dt,  # Rockpool's dt comes from r
@@ -810,7 +820,7 @@ def _lif(**fields: Any) -> nir.LIF:
         (
             _lif(v_reset=np.full(2, -0.5)),
             {"convention": "norse"},
-            "NIR node 'n0' (LIF): v_reset is -0.5[2]; reset='subtract' resets to 0 or by the threshold, so a "
+            "NIR node 'n0' (LIF): v_reset is -0.5[2]; reset='zero' resets to 0 or by the threshold, so a "
             "nonzero reset value cannot be represented",
         ),
         (
@@ -1097,3 +1107,109 @@ def test_a_gain_that_cannot_fold_is_refused(scale: float, state: str | None, mes
     full = head + "has no fixed-point form and cannot be folded: " + message
     with pytest.raises(snncompile.QuantizationError, match=f"^{re.escape(full)}$"):
         snncompile.compile_graph(g, "default", np.ones((3, 1, 2), np.float32))
+
+
+# ============================================================== (f) where a producer computes otherwise
+
+_SAME_STEP_SUBTRACT = (
+    "NIR's same-step subtract reset (z = v > v_threshold; v -= z*v_threshold) is the IR's immediate reset "
+    "(snnTorch's reset_delay=False) only while a step leaves the membrane at or below v_threshold after it "
+    "(below twice v_threshold before); above that the IR's membrane stays above the threshold without firing"
+)
+_MULTI_SPIKE_TAIL = (
+    " and subtracts as many thresholds; the IR emits one spike a step, only above v_threshold, and takes "
+    "one threshold: equal while the membrane stays below twice v_threshold and never equals it"
+)
+_SINABS_SPIKES = "sinabs' MultiSpike emits trunc(v/v_threshold) spikes (v > 0)" + _MULTI_SPIKE_TAIL
+_ROCKPOOL_SPIKES = (
+    "Rockpool's LIFTorch emits floor(v/v_threshold) spikes where v >= v_threshold" + _MULTI_SPIKE_TAIL
+)
+
+
+def _cuba(**fields: Any) -> nir.CubaLIF:
+    base = {
+        "tau_syn": np.full(2, 2e-3),
+        "tau_mem": np.full(2, 4e-3),
+        "r": np.ones(2),
+        "v_leak": np.zeros(2),
+        "v_threshold": np.ones(2),
+    }
+    return nir.CubaLIF(**{**base, **fields})
+
+
+@pytest.mark.parametrize(
+    ("node", "kwargs", "notes"),
+    [
+        (_lif(), {"convention": "norse"}, []),  # Norse resets to v_reset in the step: the IR's exactly
+        (_lif(), {"convention": "snntorch", "reset": "zero", "reset_delay": False}, []),
+        (nir.IF(r=np.ones(2), v_threshold=np.ones(2)), {"convention": "euler", "dt": 1.0}, []),
+        (
+            _lif(),
+            {"convention": "norse", "reset": "subtract"},
+            [
+                "NIR LIF node 'n0' (norse convention): reset='subtract' in the step it fires as asked, where "
+                "Norse's from_nir resets to v_reset in the step it fires",
+                f"NIR LIF node 'n0' (norse convention): {_SAME_STEP_SUBTRACT}",
+            ],
+        ),
+        (
+            _lif(),
+            {"convention": "norse", "reset_delay": True},
+            [
+                "NIR LIF node 'n0' (norse convention): reset='zero' one step later (snnTorch's default) as "
+                "asked, where Norse's from_nir resets to v_reset in the step it fires"
+            ],
+        ),
+        (_lif(), {"convention": "sinabs"}, [f"NIR LIF node 'n0' (sinabs convention): {_SINABS_SPIKES}"]),
+        (
+            nir.IF(r=np.ones(2), v_threshold=np.ones(2)),
+            {"convention": "sinabs"},
+            [
+                f"NIR IF node 'n0' (sinabs convention): {_SINABS_SPIKES}",
+                "NIR IF node 'n0' (sinabs convention): sinabs' IAF clips the membrane at -v_threshold every "
+                "step (min_v_mem), the IR does not: equal while the membrane stays above -v_threshold",
+            ],
+        ),
+        (
+            _cuba(),
+            {"convention": "rockpool"},
+            [f"NIR CubaLIF node 'n0' (rockpool convention): {_ROCKPOOL_SPIKES}"],
+        ),
+    ],
+)
+def test_differences_are_noted(node: Any, kwargs: dict[str, Any], notes: list[str]) -> None:
+    """Where the IR's neuron can compute otherwise than the producer the convention names, the import
+    says so, one warning per difference (never a silent change); where it cannot, it says nothing."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import_nir(chain([2], node), **kwargs)
+    assert [str(w.message) for w in caught if issubclass(w.category, ConventionWarning)] == notes
+
+
+def test_one_note_names_every_node_it_concerns() -> None:
+    with pytest.warns(ConventionWarning, match=r"^NIR LIF nodes 'n1', 'n3' \(sinabs convention\): sinabs'"):
+        import_nir(chain([2], _affine(2, 2), _lif(), _affine(2, 2), _lif()), convention="sinabs")
+
+
+@pytest.mark.parametrize(
+    ("node", "kwargs", "message"),
+    [
+        (
+            _lif(v_threshold=np.array([1.0, -0.5])),
+            {"convention": "norse"},
+            "NIR node 'n0' (LIF): v_threshold is [-0.5..1][2]; a reset to v_reset in the step it fires needs "
+            "thresholds >= 0 in the IR (its immediate reset, snnTorch's reset_delay=False, doubles a membrane "
+            "below a negative threshold)",
+        ),
+        (
+            _cuba(),
+            {"convention": "euler", "dt": 1e-3},
+            "NIR node 'n0' (CubaLIF): the euler convention has no rule for CubaLIF (plain forward Euler feeds "
+            "the membrane the previous step's current r*I[t-1], the IR's CubaLIF the current of the step I[t]; "
+            "convention='norse' takes the same Euler steps with I[t], as Norse's from_nir does)",
+        ),
+    ],
+)
+def test_rules_the_ir_cannot_follow_are_refused(node: Any, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(UnsupportedModuleError, match=f"^{re.escape(message)}$"):
+        import_nir(chain([2], node), **kwargs)

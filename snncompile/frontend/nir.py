@@ -18,12 +18,12 @@ reset and spike (which follow :class:`~snncompile.ir.LIF` / :class:`~snncompile.
 quantization folds the Scale into the layer before it or into the neuron's threshold
 (:mod:`snncompile.passes.fold_scale`)::
 
-    convention  default dt   beta (alpha alike)    LIF: g; bias               CubaLIF: g          IF: g
-    snntorch    1e-4         1 - k, clamped [0,1]  1 (*); 0                   1 (*)               1 (*)
-    norse       1e-3         1 - k                 k; k*v_leak  (r = 1)       w_in*k_s * r*k_m    1  (r = 1)
-    euler       required     1 - k                 r*k; k*v_leak              w_in*k_s * r*k_m    r*dt
-    sinabs      1.0 (steps)  exp(-k)               1; 0  (r = 1, v_leak = 0)  refused             1  (r = 1)
-    rockpool    from r       exp(-k)               refused                    alpha  (w_in = 1)   refused
+    convention  default dt   beta (alpha alike)    LIF: g; bias               CubaLIF: g          IF: g      reset
+    snntorch    1e-4         1 - k, clamped [0,1]  1 (*); 0                   1 (*)               1 (*)      subtract, delayed
+    norse       1e-3         1 - k                 k; k*v_leak  (r = 1)       w_in*k_s * r*k_m    1 (r = 1)  zero, same step
+    euler       required     1 - k                 r*k; k*v_leak              refused             r*dt       zero, same step
+    sinabs      1.0 (steps)  exp(-k)               1; 0  (r = 1, v_leak = 0)  refused             1 (r = 1)  subtract, same step
+    rockpool    from r       exp(-k)               refused                    alpha (w_in = 1)    refused    subtract, same step
 
     (*) the threshold is divided by the Euler gain (r*k; w_in*k_s*r*k_m; r) instead, where it is not 1
 
@@ -37,30 +37,41 @@ A CubaLIF needs ``v_leak == 0`` under every convention (the IR's CubaLIF has no 
   which recovers every exported beta in [0.5, 1]; below 0.5 several float32 betas export to the same tau
   and the one nearest ``1 - dt/tau`` is taken. A negative tau (exported from beta > 1) gives beta = 1, as
   snnTorch clamps beta on every forward. ``tau = r = inf`` (beta = 1) has gain 1.
-* ``norse`` is Norse's ``from_nir``: forward Euler ``v += k*(x + v_leak - v)``; its LIF and IF ignore ``r``
-  (so ``r`` must be 1), its CubaLIF feeds ``r * I`` into the membrane and ``w_in * x`` into the current.
-* ``euler`` is plain forward Euler of the NIR ODEs, ``dt`` given by the caller; IF is ``dv/dt = r*I``.
+* ``norse`` is Norse's (1.1) ``from_nir``: forward Euler ``v += k*(x + v_leak - v)``; its LIF and IF
+  ignore ``r`` (so ``r`` must be 1), its CubaLIF is an ``LIBox`` synapse on ``w_in * x`` feeding ``r * I``
+  of the same step into an ``LIFBox`` membrane; every neuron resets to ``v_reset`` (``reset_value``) in
+  the step it fires, ``v > v_threshold`` strict.
+* ``euler`` is plain forward Euler of the NIR ODEs (``dt`` given by the caller), reset to ``v_reset`` in
+  the step a neuron fires as NIR defines it; IF is ``dv/dt = r*I``. A CubaLIF is refused: forward Euler
+  feeds its membrane the previous step's current, which the IR's CubaLIF cannot (``norse`` takes the same
+  steps with the current of the step).
 * ``sinabs`` is sinabs' ``from_nir``: ``exp(-dt/tau)`` with tau counted in time steps (dt = 1), the input
-  added unscaled (``norm_input=False``). sinabs imports no CubaLIF. Its IF import also bounds the membrane
-  below at ``-v_threshold`` (``min_v_mem``), which the IR does not: equal while the membrane stays above.
+  added unscaled (``norm_input=False``), subtract reset in the step it fires. sinabs imports no CubaLIF.
 * ``rockpool`` is Rockpool's ``from_nir`` into ``LIFTorch``: ``I <- exp(-dt/tau_syn)*(I + x)``,
-  ``v <- exp(-dt/tau_mem)*v + I``; ``r`` only carries the time step (Rockpool exports
-  ``r = tau_mem*exp(-dt/tau_mem)/dt`` and reads ``dt = min(tau_mem/(1 + r))``, which is used when ``dt`` is
-  None). Rockpool imports CubaLIF (plain or recurrent) only.
+  ``v <- exp(-dt/tau_mem)*v + I``, subtract reset in the step it fires; ``r`` only carries the time step
+  (Rockpool exports ``r = tau_mem*exp(-dt/tau_mem)/dt`` and reads ``dt = min(tau_mem/(1 + r))``, which is
+  used when ``dt`` is None). Rockpool imports CubaLIF (plain or recurrent) only.
 
 A forward-Euler decay must not be negative (``dt <= tau``). Where a producer ignores a field, the field
 must hold its neutral value or the node is refused: a silent difference is never imported.
 
 **Reset** (``reset=``, ``reset_delay=``). NIR files carry ``v_reset`` but neither the reset kind nor its
-timing. ``reset`` is ``"subtract"`` (default: snnTorch's default), ``"zero"`` or ``"none"``; subtract and
-zero need ``v_reset == 0``. ``reset_delay=True`` is snnTorch's delayed reset (default for ``snntorch``);
-``False`` (default for the others, which reset in the step they fire) is snnTorch's ``reset_delay=False``
-path. That path equals a same-step reset while the post-reset membrane stays at or below the threshold:
-always for reset to zero with a threshold >= 0, and for subtract while one step never lifts the membrane
-above twice the threshold, beyond which Rockpool and sinabs emit several spikes in one step (never
-represented here: every spike is single, ``v > v_threshold`` strict as NIR defines it, where sinabs'
-``SingleSpike`` fires on ``>=``). A neuron inside a recurrent cell zeroes its whole update on a zero reset
-(snnTorch's ``RLeaky``/``RSynaptic``), a plain LIF keeps its new input (``Leaky``).
+timing. ``reset`` is ``"subtract"``, ``"zero"`` or ``"none"``; subtract and zero need ``v_reset == 0``.
+``reset_delay=True`` is snnTorch's delayed reset; ``False`` is snnTorch's ``reset_delay=False`` path.
+Both default to what the convention's producer runs (the table): for ``snntorch`` that is a default
+``Leaky`` (subtract, delayed), the neuron ``export_nir`` describes; snnTorch's own ``import_nir`` builds
+``reset_mechanism="zero", reset_delay=False`` instead, which ``reset="zero", reset_delay=False`` gives.
+
+**Where the IR can compute otherwise** (each noted as a :class:`~snncompile.errors.ConventionWarning`,
+naming the nodes). snnTorch's ``reset_delay=False`` path equals a same-step reset while the post-reset
+membrane stays at or below the threshold: always for a reset to zero with a threshold >= 0 (exact: no
+note; a negative threshold is refused), and for subtract while one step never lifts the membrane above
+twice the threshold (noted). sinabs (``MultiSpike``) and Rockpool emit ``floor(v/v_threshold)`` spikes in
+one step and fire at ``v == v_threshold``; the IR emits one spike, strictly above (noted). sinabs' IF
+import bounds the membrane below at ``-v_threshold`` (``min_v_mem``), which the IR does not (noted). A
+reset or timing other than the producer's, asked for explicitly, is noted too. A neuron inside a
+recurrent cell zeroes its whole update on a zero reset (snnTorch's ``RLeaky``/``RSynaptic``), a plain LIF
+keeps its new input (``Leaky``); with the same-step reset to zero both equal NIR's ``v <- v_reset``.
 
 **Graph structure.** One Input and one Output; every other node has one input (NIR sums several). A
 recurrent cell is a nested ``NIRGraph`` ``{input -> neuron -> output, neuron -> w_rec -> neuron}``, or the
@@ -96,13 +107,20 @@ import io
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeAlias
 
 import nir
 import numpy as np
 
-from snncompile.errors import GraphError, InputError, SerializationError, UnsupportedModuleError
+from snncompile.errors import (
+    ConventionWarning,
+    GraphError,
+    InputError,
+    SerializationError,
+    UnsupportedModuleError,
+)
 from snncompile.ir import (
     LIF,
     AvgPool2d,
@@ -247,6 +265,7 @@ class _Discrete:
     gain: np.ndarray
     alpha: np.ndarray | None = None
     bias: np.ndarray | None = None
+    notes: tuple[str, ...] = ()  # where the producer computes otherwise than the IR (see _differences)
 
 
 Rule: TypeAlias = Callable[[str, Any, float | None], _Discrete]
@@ -385,11 +404,11 @@ def _norse_lif(where: str, node: Any, dt: float | None) -> _Discrete:
     return _euler_lif(where, node, dt)
 
 
-def _unit_if(convention: str, why: str) -> Rule:
+def _unit_if(convention: str, why: str, note: str | None = None) -> Rule:
     def rule(where: str, node: Any, dt: float | None) -> _Discrete:
         _require(where, convention, node, "r", 1.0, why)
         thr = _param(where, node, "v_threshold")
-        return _Discrete(np.ones_like(thr), thr, np.ones_like(thr))
+        return _Discrete(np.ones_like(thr), thr, np.ones_like(thr), notes=() if note is None else (note,))
 
     return rule
 
@@ -416,48 +435,92 @@ def _rockpool_cuba(where: str, node: Any, dt: float | None) -> _Discrete:
 
 @dataclasses.dataclass(frozen=True)
 class _Convention:
-    """How one producer's NIR neurons become discrete-time neurons (see the module docstring)."""
+    """How one producer's NIR neurons become discrete-time neurons (see the module docstring):
+    ``reset`` and ``reset_delay`` are what the producer's own import runs, ``multi_spike`` describes its
+    spike function where it emits several spikes in one step (None: one spike, ``v > v_threshold``)."""
 
     name: Convention
+    producer: str
     default_dt: float | None
     needs_dt: bool
+    reset: Reset
     reset_delay: bool
     lif: Rule
     cuba: Rule
     if_: Rule
+    multi_spike: str | None = None
 
+
+_SINABS_FLOOR = (
+    "sinabs' IAF clips the membrane at -v_threshold every step (min_v_mem), the IR does not: equal while "
+    "the membrane stays above -v_threshold"
+)
 
 CONVENTIONS: dict[str, _Convention] = {
     c.name: c
     for c in (
-        _Convention("snntorch", 1e-4, True, True, _snntorch_lif, _snntorch_cuba, _snntorch_if),
+        _Convention(
+            "snntorch",
+            "snnTorch",
+            1e-4,
+            True,
+            "subtract",
+            True,
+            _snntorch_lif,
+            _snntorch_cuba,
+            _snntorch_if,
+        ),
         _Convention(
             "norse",
+            "Norse's from_nir",
             1e-3,
             True,
+            "zero",
             False,
             _norse_lif,
             _euler_cuba,
             _unit_if("norse", "Norse's IF adds the input unscaled and ignores r"),
         ),
-        _Convention("euler", None, True, False, _euler_lif, _euler_cuba, _euler_if),
+        _Convention(
+            "euler",
+            "NIR's definition",
+            None,
+            True,
+            "zero",
+            False,
+            _euler_lif,
+            _refuse(
+                "euler",
+                "CubaLIF",
+                "plain forward Euler feeds the membrane the previous step's current r*I[t-1], the IR's "
+                "CubaLIF the current of the step I[t]; convention='norse' takes the same Euler steps with "
+                "I[t], as Norse's from_nir does",
+            ),
+            _euler_if,
+        ),
         _Convention(
             "sinabs",
+            "sinabs' from_nir",
             1.0,
             True,
+            "subtract",
             False,
             _sinabs_lif,
             _refuse("sinabs", "CubaLIF", "sinabs' from_nir imports no CubaLIF"),
-            _unit_if("sinabs", "sinabs' IAF adds the input unscaled and ignores r"),
+            _unit_if("sinabs", "sinabs' IAF adds the input unscaled and ignores r", _SINABS_FLOOR),
+            multi_spike="sinabs' MultiSpike emits trunc(v/v_threshold) spikes (v > 0)",
         ),
         _Convention(
             "rockpool",
+            "Rockpool's from_nir",
             None,
             False,
+            "subtract",
             False,
             _refuse("rockpool", "LIF", "Rockpool's from_nir imports CubaLIF only"),
             _rockpool_cuba,
             _refuse("rockpool", "IF", "Rockpool's from_nir imports CubaLIF only"),
+            multi_spike="Rockpool's LIFTorch emits floor(v/v_threshold) spikes where v >= v_threshold",
         ),
     )
 }
@@ -483,12 +546,12 @@ def _check_dt(dt: Any) -> float:
 
 
 def _options(
-    convention: str, reset: str, reset_delay: bool | None, dt: float | None, use_metadata: bool
+    convention: str, reset: str | None, reset_delay: bool | None, dt: float | None, use_metadata: bool
 ) -> _Options:
     conv = CONVENTIONS.get(convention)
     if conv is None:
         raise InputError(f"convention must be one of {list(CONVENTIONS)}, got {convention!r}")
-    if reset not in RESETS:
+    if reset is not None and reset not in RESETS:
         raise InputError(f"reset must be one of {list(RESETS)}, got {reset!r}")
     if reset_delay is not None and not isinstance(reset_delay, bool):
         raise InputError(f"reset_delay must be True, False or None, got {reset_delay!r}")
@@ -496,7 +559,7 @@ def _options(
         raise InputError(f"the {conv.name} convention has no default time step; pass dt (in seconds)")
     return _Options(
         conv,
-        reset,  # checked against RESETS above
+        conv.reset if reset is None else reset,  # checked against RESETS above
         conv.reset_delay if reset_delay is None else reset_delay,
         conv.default_dt if dt is None else _check_dt(dt),
         bool(use_metadata),
@@ -687,6 +750,11 @@ class _Builder:
     recurrent: dict[str, Any]
     input_shape: Shape
     lead: int
+    notes: dict[tuple[str, str], list[str]] = dataclasses.field(default_factory=dict)
+    """(NIR node type, difference) -> the NIR nodes it concerns."""
+
+    def note(self, kind: str, text: str, node: str) -> None:
+        self.notes.setdefault((kind, text), []).append(node)
 
     def add(self, base: str, op: Op, inputs: tuple[str, ...], source: str) -> str:
         """Adds ``op`` converted from NIR node ``source``; its shape is checked now, naming the node."""
@@ -902,6 +970,42 @@ def _recurrence(where: str, node: Any, gain: np.ndarray | None, shape: Shape) ->
     )
 
 
+def _differences(where: str, opts: _Options, threshold: np.ndarray) -> list[str]:
+    """Where the IR's neuron can compute otherwise than the convention's producer: one line each, or a
+    refusal where it always would."""
+    conv = opts.convention
+    out: list[str] = []
+    if conv.name == "snntorch":  # both timings and every reset are snnTorch's own rules
+        return out
+    if opts.reset != conv.reset or opts.reset_delay != conv.reset_delay:
+        timing = "one step later (snnTorch's default)" if opts.reset_delay else "in the step it fires"
+        out.append(
+            f"reset={opts.reset!r} {timing} as asked, where {conv.producer} resets "
+            f"{'by subtraction' if conv.reset == 'subtract' else 'to v_reset'} in the step it fires"
+        )
+    immediate = not opts.reset_delay
+    if immediate and opts.reset == "zero" and np.any(threshold < 0):
+        raise UnsupportedModuleError(
+            f"{where}: v_threshold is {_fmt_array(threshold)}; a reset to v_reset in the step it fires "
+            "needs thresholds >= 0 in the IR (its immediate reset, snnTorch's reset_delay=False, doubles "
+            "a membrane below a negative threshold)"
+        )
+    if immediate and opts.reset == "subtract" and conv.multi_spike is None:
+        out.append(
+            "NIR's same-step subtract reset (z = v > v_threshold; v -= z*v_threshold) is the IR's "
+            "immediate reset (snnTorch's reset_delay=False) only while a step leaves the membrane at or "
+            "below v_threshold after it (below twice v_threshold before); above that the IR's membrane "
+            "stays above the threshold without firing"
+        )
+    if conv.multi_spike is not None:
+        out.append(
+            f"{conv.multi_spike} and subtracts as many thresholds; the IR emits one spike a step, only "
+            "above v_threshold, and takes one threshold: equal while the membrane stays below twice "
+            "v_threshold and never equals it"
+        )
+    return out
+
+
 def _neuron(b: _Builder, name: str, node: Any, x: str, w_rec: Any | None) -> str:
     """A LIF, CubaLIF or IF (with its recurrent weights, if any) under the chosen convention."""
     where = _where(name, node)
@@ -909,6 +1013,8 @@ def _neuron(b: _Builder, name: str, node: Any, x: str, w_rec: Any | None) -> str
     rule = {nir.LIF: opts.convention.lif, nir.CubaLIF: opts.convention.cuba, nir.IF: opts.convention.if_}
     p = rule[type(node)](where, node, opts.dt)
     _check_reset(where, node, opts.reset)
+    for text in (*_differences(where, opts, p.threshold), *p.notes):
+        b.note(type(node).__name__, text, name)
     gain = _f32(where, "input gain", p.gain)
     unit = bool(np.all(gain == 1))  # a gain that rounds to 1 in float32 scales nothing
     recurrence = None if w_rec is None else _recurrence(where, w_rec, None if unit else p.gain, b.shapes[x])
@@ -1005,6 +1111,7 @@ class _Attempt:
     graph: Graph | None
     error: GraphError | None = None
     progress: int = 0
+    notes: dict[tuple[str, str], list[str]] = dataclasses.field(default_factory=dict)
 
 
 def _build(s: _Structure, input_shape: Shape, opts: _Options, whole_sequence: bool) -> _Attempt:
@@ -1027,7 +1134,7 @@ def _build(s: _Structure, input_shape: Shape, opts: _Options, whole_sequence: bo
                 raise _unsupported(name, node)
         except GraphError as e:  # a shape that does not fit: the caller may try another input shape
             return _Attempt(None, e, len(ir))
-    return _Attempt(b.graph)
+    return _Attempt(b.graph, notes=b.notes)
 
 
 def _from_metadata(b: _Builder, name: str, node: Any, x: str, meta: _NodeMeta) -> str:
@@ -1056,7 +1163,7 @@ def import_nir(
     graph_or_path: Any,
     *,
     convention: Convention = "snntorch",
-    reset: Reset = "subtract",
+    reset: Reset | None = None,
     reset_delay: bool | None = None,
     dt: float | None = None,
     use_metadata: bool = True,
@@ -1064,10 +1171,12 @@ def import_nir(
     """Converts a NIR graph (a ``nir.NIRGraph`` or the path of a ``.nir`` file) into a float IR graph.
 
     ``convention`` (snntorch, norse, sinabs, rockpool, euler) says how time constants become decays and
-    how the input is scaled, ``dt`` the time step in seconds (default: the convention's), ``reset`` and
-    ``reset_delay`` (default: the convention's) how neurons reset; see the module docstring for each
-    formula. Nodes carrying :func:`export_nir`'s metadata import as the exact op they were exported from
-    (``use_metadata=False`` ignores it). Anything that cannot be represented is refused, never dropped.
+    how the input is scaled, ``dt`` the time step in seconds, ``reset`` and ``reset_delay`` how neurons
+    reset (each default: the convention's); see the module docstring for each formula. Nodes carrying
+    :func:`export_nir`'s metadata import as the exact op they were exported from (``use_metadata=False``
+    ignores it). Anything that cannot be represented is refused, never dropped; where the IR's neuron
+    computes otherwise than the producer in some regime, one :class:`~snncompile.errors.ConventionWarning`
+    per difference names it and the nodes it concerns.
     """
     opts = _options(convention, reset, reset_delay, dt, use_metadata)
     root = _load(graph_or_path)
@@ -1087,6 +1196,12 @@ def import_nir(
         attempt = _build(s, shape, opts, whole_sequence)
         if attempt.graph is not None:
             attempt.graph.verify()
+            for (kind, text), names in attempt.notes.items():
+                nodes = ", ".join(repr(n) for n in names)
+                where = f"NIR {kind} node{'s' if len(names) > 1 else ''} {nodes}"
+                warnings.warn(
+                    ConventionWarning(f"{where} ({opts.convention.name} convention): {text}"), stacklevel=2
+                )
             return attempt.graph
         attempts.append(attempt)
     furthest = max(attempts, key=lambda a: a.progress)  # the first one on ties

@@ -55,6 +55,9 @@ from snncompile.targets import target_names
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:nirtorch.extract_nir_graph is being deprecated:DeprecationWarning"),
+    # Rockpool 3.1 calls nirtorch's deprecated load, and numpy 2 warns about its __array__
+    pytest.mark.filterwarnings("ignore:nirtorch.load is being deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy:DeprecationWarning"),
     # the notes on where a convention's producer computes otherwise: test_differences_are_noted pins them
     pytest.mark.filterwarnings("ignore::snncompile.errors.ConventionWarning"),
 ]
@@ -644,6 +647,57 @@ def test_rockpool_recurrent_cell() -> None:
     assert 0.02 < got.mean() < 0.98
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_rockpool_convention_reproduces_rockpools_own_import(seed: int, recurrent: bool) -> None:
+    """Random Affine -> CubaLIF graphs (``w_in`` != 1, which Rockpool ignores; ``r`` giving Rockpool's
+    ``dt``), plain or in a recurrent cell, run by Rockpool's own ``from_nir`` model: the same spikes,
+    in the regime where Rockpool emits at most one spike per step (its several are noted at import)."""
+    pytest.importorskip("rockpool")
+    from rockpool.nn.modules.torch.nir import from_nir
+
+    rng = np.random.default_rng(seed)
+    n_in, n, dt = 3, 5, 1e-3
+    tau_syn, tau_mem = rng.uniform(2, 6, n) * dt, rng.uniform(4, 10, n) * dt
+    p = {
+        "tau_syn": tau_syn.astype(np.float32),
+        "tau_mem": tau_mem.astype(np.float32),
+        "r": rng.uniform(0.5, 3, n).astype(np.float32),
+        "v_leak": np.zeros(n, np.float32),
+        "v_threshold": rng.uniform(1, 2, n).astype(np.float32),
+        "w_in": rng.uniform(0.5, 2, n).astype(np.float32),
+    }
+    neuron: Any = nir.CubaLIF(**p)
+    if recurrent:
+        neuron = nir.NIRGraph(
+            nodes={
+                "input": nir.Input(np.array([n])),
+                "lif": neuron,
+                "w_rec": nir.Linear(rng.uniform(-0.4, 0.2, (n, n)).astype(np.float32)),
+                "output": nir.Output(np.array([n])),
+            },
+            edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
+        )
+    weight = rng.uniform(0, 0.6 / n_in, (n, n_in)).astype(np.float32)
+    affine = nir.Affine(weight, rng.uniform(0, 0.05, n).astype(np.float32))
+    nodes = {
+        "input": nir.Input(np.array([n_in])),
+        "fc": affine,
+        "cuba": neuron,
+        "output": nir.Output(np.array([n])),
+    }
+    graph = nir.NIRGraph(nodes=nodes, edges=[("input", "fc"), ("fc", "cuba"), ("cuba", "output")])
+    x = rng.uniform(0, 1, (80, 4, n_in)).astype(np.float32)
+    with torch.no_grad():
+        out = from_nir(graph)(torch.from_numpy(x).transpose(0, 1))
+    want = (out[0] if isinstance(out, tuple) else out).transpose(0, 1).numpy()
+    assert want.max() == 1, "Rockpool emitted several spikes in one step: a regime the IR does not follow"
+    assert 0.02 < want.mean() < 0.98
+    with pytest.warns(ConventionWarning, match="w_in .* is ignored, as Rockpool's from_nir ignores it"):
+        imported = import_nir(graph, convention="rockpool")
+    assert_exact(snncompile.run_float(imported, x).output, want, "spikes against Rockpool")
+
+
 _IF_CASES = [
     ("snntorch", None, 1.0),
     ("norse", None, 1.0),
@@ -838,8 +892,8 @@ def _lif(**fields: Any) -> nir.LIF:
         (
             _lif(),
             {"convention": "rockpool"},
-            "NIR node 'n0' (LIF): the rockpool convention has no rule for LIF (Rockpool's from_nir imports "
-            "CubaLIF only)",
+            "NIR node 'n0' (LIF): the rockpool convention has no rule for LIF (Rockpool 3.1's from_nir fails "
+            "on a LIF: it reads node.tau_mem, which nir.LIF lacks)",
         ),
         (
             _lif(),
@@ -1171,9 +1225,13 @@ def _cuba(**fields: Any) -> nir.CubaLIF:
             ],
         ),
         (
-            _cuba(),
+            _cuba(w_in=np.full(2, 2.0)),
             {"convention": "rockpool"},
-            [f"NIR CubaLIF node 'n0' (rockpool convention): {_ROCKPOOL_SPIKES}"],
+            [
+                f"NIR CubaLIF node 'n0' (rockpool convention): {_ROCKPOOL_SPIKES}",
+                "NIR CubaLIF node 'n0' (rockpool convention): w_in (2[2]) is ignored, as Rockpool's from_nir "
+                "ignores it (NIR's ODE would scale the input current by it)",
+            ],
         ),
     ],
 )
@@ -1207,6 +1265,12 @@ def test_one_note_names_every_node_it_concerns() -> None:
             "NIR node 'n0' (CubaLIF): the euler convention has no rule for CubaLIF (plain forward Euler feeds "
             "the membrane the previous step's current r*I[t-1], the IR's CubaLIF the current of the step I[t]; "
             "convention='norse' takes the same Euler steps with I[t], as Norse's from_nir does)",
+        ),
+        (
+            nir.IF(r=np.ones(2), v_threshold=np.ones(2)),
+            {"convention": "rockpool", "dt": 1e-3},
+            "NIR node 'n0' (IF): the rockpool convention has no rule for IF (Rockpool 3.1's from_nir has no IF "
+            "mapping (NotImplementedError))",
         ),
     ],
 )

@@ -23,7 +23,7 @@ quantization folds the Scale into the layer before it or into the neuron's thres
     norse       1e-3         1 - k                 k; k*v_leak  (r = 1)       w_in*k_s * r*k_m    1 (r = 1)  zero, same step
     euler       required     1 - k                 r*k; k*v_leak              refused             r*dt       zero, same step
     sinabs      1.0 (steps)  exp(-k)               1; 0  (r = 1, v_leak = 0)  refused             1 (r = 1)  subtract, same step
-    rockpool    from r       exp(-k)               refused                    alpha (w_in = 1)    refused    subtract, same step
+    rockpool    from r       exp(-k)               refused                    alpha (w_in ignored) refused   subtract, same step
 
     (*) the threshold is divided by the Euler gain (r*k; w_in*k_s*r*k_m; r) instead, where it is not 1
 
@@ -50,10 +50,13 @@ A CubaLIF needs ``v_leak == 0`` under every convention (the IR's CubaLIF has no 
 * ``rockpool`` is Rockpool's ``from_nir`` into ``LIFTorch``: ``I <- exp(-dt/tau_syn)*(I + x)``,
   ``v <- exp(-dt/tau_mem)*v + I``, subtract reset in the step it fires; ``r`` only carries the time step
   (Rockpool exports ``r = tau_mem*exp(-dt/tau_mem)/dt`` and reads ``dt = min(tau_mem/(1 + r))``, which is
-  used when ``dt`` is None). Rockpool imports CubaLIF (plain or recurrent) only.
+  used when ``dt`` is None) and ``w_in`` is ignored, as Rockpool ignores it (noted). Rockpool 3.1 imports
+  CubaLIF (plain or in a recurrent cell) only: its ``from_nir`` fails on a LIF (it reads ``tau_mem``,
+  which ``nir.LIF`` lacks) and has no IF mapping, so both are refused.
 
 A forward-Euler decay must not be negative (``dt <= tau``). Where a producer ignores a field, the field
-must hold its neutral value or the node is refused: a silent difference is never imported.
+must hold its neutral value or the node is refused (Rockpool's ``w_in`` aside, which is imported as
+Rockpool runs it, with a note).
 
 **Reset** (``reset=``, ``reset_delay=``). NIR files carry ``v_reset`` but neither the reset kind nor its
 timing. ``reset`` is ``"subtract"``, ``"zero"`` or ``"none"``; subtract and zero need ``v_reset == 0``.
@@ -427,10 +430,18 @@ def _rockpool_cuba(where: str, node: Any, dt: float | None) -> _Discrete:
         dt = float(np.min(tau_mem / (1.0 + _param(where, node, "r"))))
         if not dt > 0:
             raise UnsupportedModuleError(f"{where}: Rockpool's dt = min(tau_mem/(1 + r)) is {dt:g}; pass dt")
-    _require(where, "rockpool", node, "w_in", 1.0, "Rockpool ignores w_in")
     _no_leak(where, "rockpool", node, "Rockpool adds it as a bias current, which the IR's CubaLIF lacks")
+    w_in = _param(where, node, "w_in")
+    notes: tuple[str, ...] = ()
+    if np.any(w_in != 1):
+        notes = (
+            f"w_in ({_fmt_array(w_in)}) is ignored, as Rockpool's from_nir ignores it (NIR's ODE would scale "
+            "the input current by it)",
+        )
     alpha = np.exp(-dt / tau_syn)
-    return _Discrete(np.exp(-dt / tau_mem), _param(where, node, "v_threshold"), alpha, alpha=alpha)
+    return _Discrete(
+        np.exp(-dt / tau_mem), _param(where, node, "v_threshold"), alpha, alpha=alpha, notes=notes
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -517,9 +528,13 @@ CONVENTIONS: dict[str, _Convention] = {
             False,
             "subtract",
             False,
-            _refuse("rockpool", "LIF", "Rockpool's from_nir imports CubaLIF only"),
+            _refuse(
+                "rockpool",
+                "LIF",
+                "Rockpool 3.1's from_nir fails on a LIF: it reads node.tau_mem, which nir.LIF lacks",
+            ),
             _rockpool_cuba,
-            _refuse("rockpool", "IF", "Rockpool's from_nir imports CubaLIF only"),
+            _refuse("rockpool", "IF", "Rockpool 3.1's from_nir has no IF mapping (NotImplementedError)"),
             multi_spike="Rockpool's LIFTorch emits floor(v/v_threshold) spikes where v >= v_threshold",
         ),
     )

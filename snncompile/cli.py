@@ -17,6 +17,7 @@ import click
 
 from snncompile._version import __version__
 from snncompile.errors import GraphError, InputError, QuantizationError, SnnCompileError
+from snncompile.nir_cli import import_nir_model, nir_options
 from snncompile.sweep.command import sweep as sweep_command
 
 if TYPE_CHECKING:
@@ -26,10 +27,6 @@ if TYPE_CHECKING:
     from snncompile.interpreters import Run
     from snncompile.ir import Graph
     from snncompile.targets import Target
-
-# the names of snncompile.frontend.nir.CONVENTIONS, spelled out so that --help need not import the
-# frontend (tests/test_cli.py checks that the two agree)
-NIR_CONVENTIONS = ("euler", "norse", "rockpool", "sinabs", "snntorch")
 
 
 class _Group(click.Group):
@@ -57,7 +54,9 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """Compile trained spiking neural networks to bit-exact neuromorphic hardware programs.
 
     MODEL is `path/to/file.py:factory` (a function returning the torch module; weights come from
-    --checkpoint, a state_dict file) or a graph `.json` written by snncompile.
+    --checkpoint, a state_dict file), a graph `.json` written by snncompile, or a `.nir` file (read as
+    --convention, --reset, --reset-delay and --dt say; where the IR can compute otherwise than the
+    convention's producer, a `note:` line on stderr says where).
     """
     ctx.obj = {"quiet": quiet}
 
@@ -97,37 +96,6 @@ def _load_module(model: str, checkpoint: str | None) -> nn.Module:
     return module
 
 
-def _store_nir_option(ctx: click.Context, param: click.Parameter, value: Any) -> None:
-    ctx.ensure_object(dict).setdefault("nir", {})[param.name] = value
-
-
-def _nir_options(fn: Any) -> Any:
-    """--convention, --reset and --dt: how a `.nir` MODEL becomes discrete time (see import_nir)."""
-    options = [
-        click.option("--convention", type=click.Choice(NIR_CONVENTIONS), default="snntorch", show_default=True,
-                     expose_value=False, callback=_store_nir_option, help=".nir models: how time constants become decays."),
-        click.option("--reset", type=click.Choice(["subtract", "zero", "none"]), default="subtract", show_default=True,
-                     expose_value=False, callback=_store_nir_option, help=".nir models: the reset (NIR does not record it)."),
-        click.option("--dt", type=float, expose_value=False, callback=_store_nir_option,
-                     help=".nir models: the time step in seconds (default: the convention's)."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def _import_nir(model: str) -> Graph:
-    from snncompile.frontend.nir import import_nir
-
-    opts = click.get_current_context().find_root().ensure_object(dict).get("nir", {})
-    return import_nir(
-        model,
-        convention=opts.get("convention", "snntorch"),
-        reset=opts.get("reset", "subtract"),
-        dt=opts.get("dt"),
-    )
-
-
 def load_model_graph(model: str, checkpoint: str | None, input_shape: tuple[int, ...] | None) -> Graph:
     """The graph of MODEL: a build directory (fixed point), a saved graph ``.json``, a ``.nir`` file, or
     a traced ``file.py:factory`` with its checkpoint (float)."""
@@ -140,7 +108,7 @@ def load_model_graph(model: str, checkpoint: str | None, input_shape: tuple[int,
     if model.endswith(".nir"):
         if checkpoint:
             raise InputError("--checkpoint applies to file.py:factory models; a .nir file holds its weights")
-        return _import_nir(model)
+        return import_nir_model(model)
     if is_build(model) or model.endswith(".json"):
         if checkpoint:
             raise InputError("--checkpoint applies to file.py:factory models, not to a build or saved graph")
@@ -168,7 +136,7 @@ _CHECKPOINT = click.option(
 @_MODEL
 @_CHECKPOINT
 @click.option("--input-shape", help="Per-sample input shape, e.g. 1,28,28 (default: from the first layer).")
-@_nir_options
+@nir_options
 def inspect(model: str, checkpoint: str | None, input_shape: str | None) -> None:
     """Print the graph of MODEL, one line per node.
 
@@ -210,7 +178,7 @@ def inspect(model: str, checkpoint: str | None, input_shape: str | None) -> None
     show_default=True,
     help="Save the output neuron node only, or every neuron node.",
 )
-@_nir_options
+@nir_options
 @click.pass_context
 def simulate(
     ctx: click.Context, model: str, checkpoint: str | None, input_path: str, output_path: str, record: str
@@ -401,7 +369,7 @@ def _node_arrays(graph: Graph, run: Run, node: str) -> dict[str, np.ndarray]:
     "--synth", is_flag=True, help="Synthesize the reference RTL core with yosys; figures go in the report."
 )
 @_APPROXIMATE
-@_nir_options
+@nir_options
 @click.pass_context
 def compile_cmd(
     ctx: click.Context,
@@ -512,7 +480,7 @@ def targets(name: str | None) -> None:
     help="Write raster, membrane and agreement PNGs here.",
 )
 @_APPROXIMATE
-@_nir_options
+@nir_options
 @click.pass_context
 def verify_cmd(
     ctx: click.Context,
@@ -547,7 +515,7 @@ def verify_cmd(
     if x.ndim < 3:
         raise InputError(f"{input_path!r}: x has shape {x.shape}; expected (T, B, *input_shape)")
     module = None if model.endswith(".nir") else _load_module(model, checkpoint)
-    traced = TracedForward.of_graph(_import_nir(model)) if module is None else trace_sequence(module, x)
+    traced = TracedForward.of_graph(import_nir_model(model)) if module is None else trace_sequence(module, x)
     float_graph = traced.graph
     if build and approximate_state_quant:
         raise InputError(

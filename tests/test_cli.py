@@ -698,7 +698,9 @@ def test_light_commands_import_no_heavy_package(args: tuple[str, ...], tmp_path:
 
 
 def test_cli_conventions_are_the_frontends() -> None:
-    from snncompile.cli import NIR_CONVENTIONS
+    """The conventions and their reset defaults that --help names are the frontend's."""
     from snncompile.frontend.nir import CONVENTIONS
+    from snncompile.nir_cli import NIR_CONVENTIONS, NIR_DEFAULTS
 
     assert tuple(sorted(CONVENTIONS)) == NIR_CONVENTIONS
+    assert {c.name: (c.reset, c.reset_delay) for c in CONVENTIONS.values()} == NIR_DEFAULTS

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from snncompile.errors import InputError
+from snncompile.nir_cli import nir_options
 
 
 def _ints(option: str, text: str | None) -> list[int] | None:
@@ -47,6 +48,7 @@ def _ints(option: str, text: str | None) -> list[int] | None:
     is_flag=True,
     help="Accept snnTorch state_quant level tables that no fixed-point format reproduces (as compile).",
 )
+@nir_options
 @click.pass_context
 def sweep(
     ctx: click.Context,

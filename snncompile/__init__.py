@@ -23,7 +23,14 @@ from snncompile.errors import (
 )
 
 if TYPE_CHECKING:
-    from snncompile.compiler import Program, Simulation, compile, compile_graph, trace_sequence
+    from snncompile.compiler import (
+        Program,
+        Simulation,
+        check_fit,
+        compile,
+        compile_graph,
+        trace_sequence,
+    )
     from snncompile.frontend import TracedForward, export_nir, import_nir, trace, trace_forward, write_nir
     from snncompile.interpreters import Run, run_float, run_integer
     from snncompile.ir import Graph, load_graph, save_graph
@@ -32,7 +39,8 @@ if TYPE_CHECKING:
 # each lazily loaded public name -> the module that defines it
 _LAZY = {
     **dict.fromkeys(
-        ["Program", "Simulation", "compile", "compile_graph", "trace_sequence"], "snncompile.compiler"
+        ["Program", "Simulation", "check_fit", "compile", "compile_graph", "trace_sequence"],
+        "snncompile.compiler",
     ),
     **dict.fromkeys(
         ["TracedForward", "export_nir", "import_nir", "trace", "trace_forward", "write_nir"],
@@ -60,6 +68,7 @@ __all__ = [
     "TracedForward",
     "UnsupportedModuleError",
     "__version__",
+    "check_fit",
     "compile",
     "compile_graph",
     "export_nir",

@@ -158,6 +158,26 @@ def compile(
     return compile_graph(traced.graph, target, calib, approximate_state_quant)
 
 
+def _placed(graph: Graph, target: Target) -> tuple[dict[str, MemoryImage], Mapping]:
+    """The memory image of a fixed-point graph and its mapping onto ``target`` (MappingError if it does
+    not fit)."""
+    memories = encode(graph, target)
+    return memories, map_graph(graph, target, {name: m.depth * m.width for name, m in memories.items()})
+
+
+def check_fit(graph: Graph, target: str | Target, approximate_state_quant: bool = False) -> Mapping:
+    """The mapping of the float ``graph`` onto ``target``, or the :class:`~snncompile.passes.mapping.MappingError` saying what does
+    not fit, at once: the graph is quantized on a single zero input step instead of calibration data.
+    What the mapping checks (layer kinds, fan-in and fan-out, cores, memory banks, weight, state and
+    decay formats) depends on the graph's shapes, weights and the target, never on the calibration
+    values, so this is the mapping the compile with calibration data will find."""
+    tgt = load_target(target)
+    op = graph.op(graph.input_name)
+    assert isinstance(op, Input)
+    probe = quantize(graph, tgt, np.zeros((1, 1, *op.shape), np.float32), approximate_state_quant)
+    return _placed(probe.graph, tgt)[1]
+
+
 def trace_sequence(module: nn.Module, x: Any) -> TracedForward:
     """Traces ``module`` from a per-step input ``x[T, B, *input_shape]``, with what its forward takes:
     one step ``x[0]`` (a single-step module, or a loop over a static input), or the whole sequence (a
@@ -192,20 +212,23 @@ def compile_graph(
     calibration: Any = None,
     approximate_state_quant: bool = False,
 ) -> Program:
-    """Quantizes, analyses and maps a float graph (traced, imported from NIR or loaded) for ``target``."""
+    """Quantizes, analyses and maps a float graph (traced, imported from NIR or loaded) for ``target``.
+
+    With calibration data, whether the network fits the target is checked first (:func:`check_fit`),
+    so a network that cannot fit is refused before the calibration run."""
     tgt = load_target(target)
     calib = None
+    op = graph.op(graph.input_name)
+    assert isinstance(op, Input)
     if calibration is not None:
-        op = graph.op(graph.input_name)
-        assert isinstance(op, Input)
         calib = as_input(calibration, op.shape)
+        check_fit(graph, tgt, approximate_state_quant)
     result = quantize(graph, tgt, calib, approximate_state_quant)
     declared = any(isinstance(graph.op(n), InputGrid) for n in graph)  # the model quantizes currents
     binary = not declared and (calib is None or bool(np.all((calib == 0) | (calib == 1))))
     input_max = 1 if binary else 1 << (tgt.input_bits - 1)
     ranges = analyze_ranges(result.graph, input_max)
-    memories = encode(result.graph, tgt)
-    mapping = map_graph(result.graph, tgt, {name: m.depth * m.width for name, m in memories.items()})
+    memories, mapping = _placed(result.graph, tgt)
     program = Program(graph, result.graph, tgt, result.notes, ranges, input_max, mapping, memories)
     if calib is None:
         return program

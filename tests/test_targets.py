@@ -17,6 +17,7 @@ Contract under test (issue 8):
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import itertools
 import json
 import re
@@ -476,6 +477,49 @@ def test_cores_a_layer_larger_than_ice40s_one_core() -> None:
         "cores: needs 2 cores of 1,024 neurons (largest layer 'lif_1' has 1,058 neurons), ice40up5k has 1"
     )
     assert _compile(mlp(20, 900), "ice40up5k", (20,)).mapping.cores == {"lif_1": (0, 1)}
+
+
+def test_a_network_that_cannot_fit_is_refused_before_the_calibration_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A float model compiled with calibration data: the fit check quantizes it on one zero step, so the
+    refusal (here ice40up5k's one core) comes before any float run over the calibration data, and the
+    check finds the mapping the full compile would."""
+    quantize_module = importlib.import_module(
+        "snncompile.passes.quantize"
+    )  # the package exports the function
+    runs: list[tuple[int, ...]] = []
+    real = quantize_module.run_float
+
+    def counted(graph: snncompile.Graph, x: Any) -> snncompile.Run:
+        runs.append(tuple(np.shape(x)))
+        return real(graph, x)
+
+    monkeypatch.setattr(quantize_module, "run_float", counted)
+    graph = snncompile.trace(conv(1, 2), torch.zeros(1, 1, 25, 25))
+    calib = (torch.rand(30, 16, 1, 25, 25) > 0.7).float().numpy()
+    with pytest.raises(MappingError, match=r"^cores: needs 2 cores of 1,024 neurons .* ice40up5k has 1$"):
+        snncompile.compile_graph(graph, "ice40up5k", calib)
+    assert runs == [(1, 1, 1, 25, 25)]
+    np.savez(tmp_path / "calib.npz", x=calib)
+    torch.save(conv(1, 2).state_dict(), tmp_path / "w.pt")
+    (tmp_path / "net.py").write_text(
+        "import snntorch as snn\nfrom torch import nn\n\n\ndef build():\n"
+        "    return nn.Sequential(nn.Conv2d(1, 2, 3), snn.Leaky(beta=0.9, init_hidden=True))\n"
+    )
+    result = invoke(
+        "compile", f"{tmp_path}/net.py:build", "--checkpoint", tmp_path / "w.pt", "--target", "ice40up5k",
+        "--calibration", tmp_path / "calib.npz", "-o", tmp_path / "build",
+    )  # fmt: skip
+    assert error_line(result).startswith("Error: cores: needs 2 cores of 1,024 neurons")
+    runs.clear()
+    fits = snncompile.compile_graph(
+        snncompile.trace(mlp(20, 24), torch.zeros(1, 20)), "ice40up5k", calib[..., 0, 0, :20]
+    )
+    assert runs == [(1, 1, 20), (30, 16, 20)]
+    assert fits.mapping == snncompile.check_fit(
+        snncompile.trace(mlp(20, 24), torch.zeros(1, 20)), "ice40up5k"
+    )
 
 
 def test_neuron_memory_on_ice40_ebr() -> None:

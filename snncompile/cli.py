@@ -178,10 +178,23 @@ def inspect(model: str, checkpoint: str | None, input_shape: str | None) -> None
     show_default=True,
     help="Save the output neuron node only, or every neuron node.",
 )
+@click.option(
+    "--quantize-input",
+    is_flag=True,
+    help="A BUILD: round the inputs half to even onto its input grid and saturate them to its target's "
+    "input codes, as compile does with its calibration data (so a build takes the currents it was "
+    "calibrated on).",
+)
 @nir_options
 @click.pass_context
 def simulate(
-    ctx: click.Context, model: str, checkpoint: str | None, input_path: str, output_path: str, record: str
+    ctx: click.Context,
+    model: str,
+    checkpoint: str | None,
+    input_path: str,
+    output_path: str,
+    record: str,
+    quantize_input: bool,
 ) -> None:
     """Run MODEL on the inputs in X.npz and write spikes and membranes to Y.npz.
 
@@ -190,7 +203,9 @@ def simulate(
     readouts as real values; a build adds `NAME_codes` and `NAME_scale`), and `spikes` (T, B,
     *output_shape; uint8, or float32 for graded spikes) and `membrane` of a first output read from a neuron;
     with --record all also `spikes/NODE`, `membrane/NODE` (and `syn/NODE`) for every neuron node.
-    A BUILD runs the fast integer engine on its decoded image (states also as `*_codes`) and adds
+    A BUILD takes inputs on its input grid (spikes, or currents: --quantize-input rounds real-valued ones,
+    e.g. the calibration data it was compiled with, as compile did). It runs the fast integer engine on
+    its decoded image (states also as `*_codes`) and adds
     `cycles` (T,: all samples, one after the other), `cycles_per_sample` (T, B), `cycles/LAYER`,
     `synaptic_ops`, `saturations/NODE` and `spike_counts/NODE`.
 
@@ -201,6 +216,7 @@ def simulate(
     from snncompile.backends.intsim import CycleModel
     from snncompile.backends.intsim import simulate as simulate_fast
     from snncompile.build import is_build
+    from snncompile.compiler import quantize_input as quantize_inputs
     from snncompile.interpreters import run_float
     from snncompile.ir import Input
     from snncompile.loading import load_npz, save_npz
@@ -221,8 +237,19 @@ def simulate(
             f"{input_path!r}: x has per-sample shape {x.shape[2:]}; the model expects {expected.shape}"
         )
     cycles = None
+    target = _build_target(model) if is_build(model) else None
+    if quantize_input:
+        if not is_build(model):
+            raise InputError(
+                f"--quantize-input rounds inputs onto a build's input grid; {model!r} is not a build directory"
+            )
+        if target is None:
+            raise InputError(
+                f"--quantize-input: build {model!r} was compiled for a target that is not shipped, so its "
+                "input width is unknown; quantize the inputs with Program.quantize_input instead"
+            )
+        x = quantize_inputs(graph, target, x)
     if graph.is_fixed:
-        target = _build_target(model) if is_build(model) else None
         model_cycles = CycleModel(graph, target) if target is not None else None
         keep = model_cycles.event_nodes if model_cycles is not None else ()
         run = simulate_fast(graph, x, keep=keep, progress=None if not ctx.obj["quiet"] else False)

@@ -704,3 +704,36 @@ def test_cli_conventions_are_the_frontends() -> None:
 
     assert tuple(sorted(CONVENTIONS)) == NIR_CONVENTIONS
     assert {c.name: (c.reset, c.reset_delay) for c in CONVENTIONS.values()} == NIR_DEFAULTS
+
+
+def test_simulate_build_quantizes_its_calibration_currents(files: dict[str, Path], tmp_path: Path) -> None:
+    """A build compiled on real-valued currents refuses them as they are (off its input grid), and with
+    --quantize-input runs them as compile's rule puts them on its grid: round half to even onto 2^-frac,
+    saturate to the target's 8-bit codes (written here with numpy, then run as they are)."""
+    currents = np.random.default_rng(3).normal(0.0, 0.4, (T, B, N_IN)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=currents)
+    build = tmp_path / "build"
+    assert_ok(invoke("-q", "compile", model_arg(files), "--checkpoint", files["ckpt"], "--target", "default",
+                     "--calibration", tmp_path / "calib.npz", "-o", build))  # fmt: skip
+    line = error_line(invoke("simulate", build, "--input", tmp_path / "calib.npz", "-o", tmp_path / "y.npz"))
+    assert "not on the program's input grid" in line and "simulate --quantize-input" in line
+    frac = snncompile.load_graph(build / "graph.json").op("input").frac
+    assert frac is not None and frac > 0
+    rounded = np.clip(np.rint(currents.astype(np.float64) * 2.0**frac), -127, 127) * 2.0**-frac
+    assert not np.array_equal(rounded, currents)
+    np.savez(tmp_path / "rounded.npz", x=rounded.astype(np.float32))
+    assert_ok(
+        invoke("-q", "simulate", build, "--input", tmp_path / "rounded.npz", "-o", tmp_path / "want.npz")
+    )
+    assert_ok(invoke("-q", "simulate", build, "--quantize-input", "--input", tmp_path / "calib.npz",
+                     "-o", tmp_path / "got.npz"))  # fmt: skip
+    with np.load(tmp_path / "want.npz") as want, np.load(tmp_path / "got.npz") as got:
+        assert sorted(want.files) == sorted(got.files)
+        for key in want.files:
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        assert 0 < want["spikes"].mean() < 1
+    refused = error_line(
+        invoke("simulate", model_arg(files), "--checkpoint", files["ckpt"], "--quantize-input",
+               "--input", tmp_path / "calib.npz", "-o", tmp_path / "f.npz")
+    )  # fmt: skip
+    assert refused.startswith("Error: --quantize-input rounds inputs onto a build's input grid;")

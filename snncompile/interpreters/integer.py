@@ -278,7 +278,8 @@ def input_codes(graph: Graph, x: Any, dtype: type[np.signedinteger[Any]] | None 
         raise InputError(
             f"input values are not on the program's input grid 2^-{op.frac} "
             f"({'spikes: integers' if op.frac == 0 else 'fixed-point currents'}); quantize them first "
-            "(Program.quantize_input) or compile with calibration data that holds such currents"
+            "(Program.quantize_input, or simulate --quantize-input) or compile with calibration data that "
+            "holds such currents"
         )
     peak = float(np.abs(codes).max(initial=0))
     if peak >= 2.0**62:

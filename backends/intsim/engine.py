@@ -49,6 +49,7 @@ from snncompile.backends.intsim.kernels import (
     conv_geometry,
     dot_rows,
     im2col,
+    im2col_runs,
     linear_rows,
     pool,
     spike_codes,
@@ -184,7 +185,8 @@ class DenseSynapses:
             self.w64 = np.ascontiguousarray(op.weight, np.int64)
             self.b64 = np.zeros(op.weight.shape[0], np.int64) if op.bias is None else op.bias.astype(np.int64)
         elif path == "int8-mm":  # (K, N): a conv's taps and channels padded to multiples of 8
-            w = op.weight.reshape(op.weight.shape[0], -1)
+            self.runs = isinstance(op, QConv2d) and op.stride == op.dilation == (1, 1)
+            w = (op.weight.transpose(0, 2, 3, 1) if self.runs else op.weight).reshape(op.weight.shape[0], -1)
             w8 = np.zeros((_ceil8(w.shape[1]), _ceil8(w.shape[0])), np.int8)
             w8[: w.shape[1], : w.shape[0]] = w.T
             self.w8 = torch.from_numpy(w8)
@@ -238,8 +240,11 @@ class DenseSynapses:
         y: torch.Tensor
         if self.path == "int8-mm":
             cols8 = np.zeros((x.shape[0], oh, ow, _ceil8(k)), np.int8)
-            view = cols8[..., :k].reshape(x.shape[0], oh, ow, cin_g, kh, kw)
-            im2col(np.ascontiguousarray(x).astype(np.int8, copy=False), geo, view)
+            x8 = np.ascontiguousarray(x).astype(np.int8, copy=False)
+            if self.runs:  # stride 1: contiguous runs of kw x C channel-last values (taps outer)
+                im2col_runs(x8, (kh, kw), op.padding, cols8)
+            else:
+                im2col(x8, geo, cols8[..., :k].reshape(x.shape[0], oh, ow, cin_g, kh, kw))
             y = torch.from_numpy(_int_mm(cols8.reshape(-1, cols8.shape[-1]), self.w8)[:, :c_out])
             if self.b32 is not None:
                 y += torch.from_numpy(self.b32)

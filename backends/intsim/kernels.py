@@ -590,6 +590,34 @@ def _im2col(x: Any, geo: Any, cols: Any, lo: int, hi: int) -> None:
                             cols[r, oy, ox, c, ky, kx] = x[r, c, y, xx] if inside else 0
 
 
+@numba.njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+def _im2col_runs(xp: Any, kh: int, kw: int, cols: Any, lo: int, hi: int) -> None:
+    """``cols[r, oy, ox, (ky*kw + kx)*C + c] = xp[r, oy + ky, ox + kx, c]`` for rows lo..hi-1 of a
+    stride-1 conv over channel-last, zero-padded inputs ``xp`` (R, Hp, Wp, C): one contiguous run of
+    ``kw*C`` values per window row (unsigned offsets: no negative-index wraparound in the copy loop)."""
+    n_c = xp.shape[3]
+    run = np.uint64(kw * n_c)
+    xf = xp.reshape(xp.shape[0], xp.shape[1], xp.shape[2] * n_c)
+    for r in range(lo, hi):
+        for oy in range(cols.shape[1]):
+            for ox in range(cols.shape[2]):
+                src = np.uint64(ox * n_c)
+                for ky in range(kh):
+                    dst = np.uint64(ky) * run
+                    for t in range(run):
+                        cols[r, oy, ox, dst + t] = xf[r, oy + ky, src + t]
+
+
+def im2col_runs(x: Array, kernel: tuple[int, int], padding: tuple[int, int], cols: Array) -> None:
+    """``x`` (R, C, H, W) as the (R, oh, ow, kh*kw*C) columns of a stride-1, undilated conv, window
+    taps outer and channels inner, into ``cols`` (wider rows keep their extra columns), on every CPU."""
+    (kh, kw), (ph, pw) = kernel, padding
+    r, c, h, w = x.shape
+    xp = np.zeros((r, h + 2 * ph, w + 2 * pw, c), cols.dtype)
+    xp[:, ph : ph + h, pw : pw + w, :] = x.transpose(0, 2, 3, 1)
+    split(lambda lo, hi: _im2col_runs(xp, kh, kw, cols, lo, hi), r)
+
+
 def conv_geometry(
     stride: tuple[int, int], padding: tuple[int, int], dilation: tuple[int, int], cin_g: int
 ) -> Array:

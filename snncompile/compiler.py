@@ -38,7 +38,9 @@ def quantize_input(graph: Graph, target: Target, x: Any) -> np.ndarray:
 class Program:
     """A compiled network: the fixed-point graph for a target, with what quantization did to it.
 
-    ``notes`` lists every value that was rounded (empty for a QAT model read exactly); ``ranges`` is
+    ``notes`` lists every value that was rounded (empty for a QAT model read exactly) and warnings
+    about the model as given (a threshold no membrane can cross); ``exact``: nothing was rounded, the
+    program is the model (warnings aside); ``ranges`` is
     the static range analysis, whose ``verdict`` says whether a float32 (or only float64) QAT forward
     reproduces the integer run bit for bit. ``calibration_run`` summarises a run of the program on the
     calibration inputs (cycles, latency, energy, saturations, firing rates) when there were any.
@@ -48,15 +50,12 @@ class Program:
     graph: Graph
     target: Target
     notes: tuple[str, ...]
+    exact: bool
     ranges: RangeReport
     input_max: int
     mapping: Mapping
     memories: dict[str, MemoryImage]
     calibration_run: dict[str, Any] | None = None
-
-    @property
-    def exact(self) -> bool:
-        return not self.notes
 
     @property
     def input_frac(self) -> int:
@@ -229,7 +228,9 @@ def compile_graph(
     input_max = 1 if binary else 1 << (tgt.input_bits - 1)
     ranges = analyze_ranges(result.graph, input_max)
     memories, mapping = _placed(result.graph, tgt)
-    program = Program(graph, result.graph, tgt, result.notes, ranges, input_max, mapping, memories)
+    program = Program(
+        graph, result.graph, tgt, result.notes, result.exact, ranges, input_max, mapping, memories
+    )
     if calib is None:
         return program
     sim = program.simulate(program.quantize_input(calib))

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import snncompile
-from snncompile import QuantizationError, run_float, run_integer
+from snncompile import QuantizationError, compile_graph, run_float, run_integer
 from snncompile.ir import LIF, QLIF, CubaLIF, FixedQuant, Graph, Input, Linear, Output, QCubaLIF
 from snncompile.passes import quantize
 from snncompile.targets import Target, load_target
@@ -306,6 +306,8 @@ def test_a_model_format_whose_threshold_cannot_be_crossed_is_a_loud_note() -> No
         "fixed[-128..127]/2^8,floor: 1 of 1 thresholds can never be crossed; the float model fires 0 "
         "times on the calibration data",
     )
+    program = compile_graph(g, "default", x)  # the compiled program is still the model, and says so
+    assert program.exact and program.notes == result.notes
 
 
 def test_a_calibrated_grid_never_gets_an_uncrossable_threshold_even_per_neuron() -> None:

@@ -86,14 +86,23 @@ def _bad_event(e: Any, v: int, limit: int) -> bool:
 def _gather(events: Any, limit: int, rows: Any, bias: Any, has_bias: int, out: Any, active: Any) -> int:
     """``out = bias + sum_i events[i] * rows[i]`` over the nonzero events (dense rows); returns the
     count of bad events (:func:`_bad_event`). The nonzero events' indices are first gathered into the
-    scratch ``active`` without branches (spikes at any density mispredict none), then their rows added."""
+    scratch ``active`` without branches (spikes at any density mispredict none), then their rows added,
+    four unit events per pass over ``out`` (exact in ``out``'s type: every partial sum fits it)."""
     _start(out, bias, has_bias)
     n = 0
     for i in range(events.shape[0]):
         active[n] = i
         n += events[i] != 0
     bad = 0
-    for k in range(n):
+    k = 0
+    while k < n:
+        if k + 4 <= n:  # four unit events at once: one pass over ``out`` for four rows
+            a, b, c, d = active[k], active[k + 1], active[k + 2], active[k + 3]
+            if events[a] == 1 and events[b] == 1 and events[c] == 1 and events[d] == 1:
+                for j in range(out.shape[0]):
+                    out[j] += (rows[a, j] + rows[b, j]) + (rows[c, j] + rows[d, j])
+                k += 4
+                continue
         i = active[k]
         e = events[i]
         v = np.int64(e)
@@ -105,6 +114,7 @@ def _gather(events: Any, limit: int, rows: Any, bias: Any, has_bias: int, out: A
         else:
             for j in range(out.shape[0]):
                 out[j] += v * rows[i, j]
+        k += 1
     return bad
 
 

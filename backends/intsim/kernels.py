@@ -35,6 +35,7 @@ from snncompile.quant.fixed import check_rounding, round_terms
 
 from snncompile.ir import QLIF, QConv2d, QCubaLIF, QLinear
 from snncompile.ir.ops import ConvRecurrence, DenseRecurrence, OneToOneRecurrence, Shape
+from snncompile.ir.qops import step_shifts
 
 Array = np.ndarray
 
@@ -851,16 +852,14 @@ class NeuronKernel:
 
     @staticmethod
     def _lif(op: QLIF, record: bool) -> Array:
-        """The settings of :func:`_lif_row` (shifts onto the common grid, range, rounding terms, reset
-        flags, floor, immediate-reset flags) and whether the membrane is recorded."""
-        f, d = op.mem.frac, op.decay_frac
-        rec_frac = op.rec_frac if op.recurrence is not None else op.in_frac
-        big = max(f + d, op.in_frac, rec_frac)
+        """The settings of :func:`_lif_row` (the step's shifts, range, rounding terms, reset flags,
+        floor, immediate-reset flags) and whether the membrane is recorded."""
+        sh = step_shifts(op)
         zero, immediate = op.reset == "zero", not op.reset_delay
         keep = op.zero_mode == "keep_input"
         return np.array(
-            [big - f - d, big - op.in_frac, big - rec_frac, big - f, big - f, op.mem.lo, op.mem.hi,
-             *_round_settings(big - f, op.mem.rounding),
+            [sh.decay, sh.input, sh.rec, sh.thr, sh.out, op.mem.lo, op.mem.hi,
+             *_round_settings(sh.out, op.mem.rounding),
              int(zero and keep), int(zero and not keep), int(op.reset == "subtract"),
              op.mem.lo if op.floor is None else op.floor,
              int(immediate and op.reset == "subtract"), int(immediate and zero), int(record)],
@@ -870,16 +869,12 @@ class NeuronKernel:
     @staticmethod
     def _cuba(op: QCubaLIF, record: bool) -> Array:
         """The settings of :func:`_cuba_row` and whether the states are recorded."""
-        f, fs = op.mem.frac, op.syn.frac
-        rec_frac = op.rec_frac if op.recurrence is not None else op.in_frac
-        big_i = max(fs + op.alpha_frac, op.in_frac, rec_frac)
-        big = max(f + op.decay_frac, big_i)
+        sh = step_shifts(op)
         zero, immediate = op.reset == "zero", not op.reset_delay
         return np.array(
-            [big_i - fs - op.alpha_frac, big_i - op.in_frac, big_i - rec_frac, big - f - op.decay_frac,
-             big - big_i, big - f, big_i - fs, big - f,
-             op.syn.lo, op.syn.hi, *_round_settings(big_i - fs, op.syn.rounding),
-             op.mem.lo, op.mem.hi, *_round_settings(big - f, op.mem.rounding),
+            [sh.alpha, sh.input, sh.rec, sh.decay, sh.current, sh.thr, sh.syn_out, sh.out,
+             op.syn.lo, op.syn.hi, *_round_settings(sh.syn_out, op.syn.rounding),
+             op.mem.lo, op.mem.hi, *_round_settings(sh.out, op.mem.rounding),
              int(op.reset == "subtract"), int(zero),
              int(immediate and op.reset == "subtract"), int(immediate and zero), int(record)],
             np.int64,

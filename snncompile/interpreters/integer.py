@@ -39,6 +39,7 @@ from snncompile.ir import (
     Recurrence,
     SumPool2d,
 )
+from snncompile.ir.qops import step_shifts
 from snncompile.passes.ranges import analyze_ranges
 from snncompile.quant.fixed import check_rounding, round_shift, saturate
 
@@ -139,8 +140,7 @@ def _immediate(op: QLIF | QCubaLIF, mem: Array, spk: Array, r: Array, thr: Array
 
 def eval_qlif(op: QLIF, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
     (x,) = args
-    f, d = op.mem.frac, op.decay_frac
-    big = max(f + d, op.in_frac, op.rec_frac if op.recurrence is not None else op.in_frac)
+    sh = step_shifts(op)
     mem = np.zeros(x.shape[1:], np.int64)
     spk = np.zeros(x.shape[1:], np.int64)
     spikes, mems = [], []
@@ -148,14 +148,14 @@ def eval_qlif(op: QLIF, args: list[Array], sat: Counter) -> tuple[Array, dict[st
         r = (mem > op.threshold).astype(np.int64)
         m0 = (1 - r) * mem if op.reset == "zero" and op.zero_mode == "keep_input" else mem
         cur = x[t] if op.bias is None else x[t] + op.bias
-        acc = ((op.beta * m0) << (big - f - d)) + (cur << (big - op.in_frac))
+        acc = ((op.beta * m0) << sh.decay) + (cur << sh.input)
         if op.recurrence is not None:
-            acc = acc + (recurrent_int(op.recurrence, spk * op.graded) << (big - op.rec_frac))
+            acc = acc + (recurrent_int(op.recurrence, spk * op.graded) << sh.rec)
         if op.reset == "subtract":
-            acc = acc - ((r * op.threshold) << (big - f))
+            acc = acc - ((r * op.threshold) << sh.thr)
         elif op.reset == "zero" and op.zero_mode == "drop_update":
             acc = (1 - r) * acc
-        mem = _state_step(acc, big - f, op.mem, sat)
+        mem = _state_step(acc, sh.out, op.mem, sat)
         if op.floor is not None:
             mem = np.maximum(mem, op.floor)
         spk = (mem > op.threshold).astype(np.int64)
@@ -168,25 +168,23 @@ def eval_qlif(op: QLIF, args: list[Array], sat: Counter) -> tuple[Array, dict[st
 
 def eval_qcubalif(op: QCubaLIF, args: list[Array], sat: Counter) -> tuple[Array, dict[str, Array]]:
     (x,) = args
-    f, fs = op.mem.frac, op.syn.frac
-    big_i = max(fs + op.alpha_frac, op.in_frac, op.rec_frac if op.recurrence is not None else op.in_frac)
-    big = max(f + op.decay_frac, big_i)
+    sh = step_shifts(op)
     mem = np.zeros(x.shape[1:], np.int64)
     syn = np.zeros(x.shape[1:], np.int64)
     spk = np.zeros(x.shape[1:], np.int64)
     spikes, mems, syns = [], [], []
     for t in range(x.shape[0]):
         r = (mem > op.threshold).astype(np.int64)
-        acc_i = ((op.alpha * syn) << (big_i - fs - op.alpha_frac)) + (x[t] << (big_i - op.in_frac))
+        acc_i = ((op.alpha * syn) << sh.alpha) + (x[t] << sh.input)
         if op.recurrence is not None:
-            acc_i = acc_i + (recurrent_int(op.recurrence, spk * op.graded) << (big_i - op.rec_frac))
-        acc = ((op.beta * mem) << (big - f - op.decay_frac)) + (acc_i << (big - big_i))
+            acc_i = acc_i + (recurrent_int(op.recurrence, spk * op.graded) << sh.rec)
+        acc = ((op.beta * mem) << sh.decay) + (acc_i << sh.current)
         if op.reset == "subtract":
-            acc = acc - ((r * op.threshold) << (big - f))
+            acc = acc - ((r * op.threshold) << sh.thr)
         elif op.reset == "zero":
             acc = (1 - r) * acc
-        syn = _state_step(acc_i, big_i - fs, op.syn, sat)
-        mem = _state_step(acc, big - f, op.mem, sat)
+        syn = _state_step(acc_i, sh.syn_out, op.syn, sat)
+        mem = _state_step(acc, sh.out, op.mem, sat)
         spk = (mem > op.threshold).astype(np.int64)
         if not op.reset_delay:
             mem = _immediate(op, mem, spk, r, op.threshold, sat)

@@ -222,6 +222,44 @@ class QCubaLIF(Op):
 Q_NEURON_OPS: tuple[type[Op], ...] = (QLIF, QCubaLIF)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepShifts:
+    """Where the terms of a neuron step meet: the left shifts that put each on the finest grid among
+    them, and the right shifts that round the sums back (the ``F - ...`` of :class:`QLIF` and
+    :class:`QCubaLIF`). QLIF: ``acc = beta*m0 << decay + (x + bias) << input + R << rec - r*thr << thr``,
+    ``m = round_shift(acc, out)``. QCubaLIF: ``accI = alpha*I << alpha + x << input + R << rec``,
+    ``I = round_shift(accI, syn_out)``, ``acc = beta*m << decay + accI << current - r*thr << thr``,
+    ``m = round_shift(acc, out)``. Every implementation of the step (reference, fast engine, range
+    analysis) reads them from :func:`step_shifts`."""
+
+    decay: int
+    input: int
+    rec: int
+    thr: int
+    out: int
+    alpha: int = 0
+    current: int = 0
+    syn_out: int = 0
+
+
+def step_shifts(op: QLIF | QCubaLIF) -> StepShifts:
+    """The :class:`StepShifts` of a neuron op (its recurrence's grid is the input's when it has none)."""
+    f = op.mem.frac
+    rec_frac = op.rec_frac if op.recurrence is not None else op.in_frac
+    if isinstance(op, QCubaLIF):
+        fs = op.syn.frac
+        big_i = max(fs + op.alpha_frac, op.in_frac, rec_frac)
+        big = max(f + op.decay_frac, big_i)
+        return StepShifts(
+            decay=big - f - op.decay_frac, input=big_i - op.in_frac, rec=big_i - rec_frac, thr=big - f,
+            out=big - f, alpha=big_i - fs - op.alpha_frac, current=big - big_i, syn_out=big_i - fs,
+        )  # fmt: skip
+    big = max(f + op.decay_frac, op.in_frac, rec_frac)
+    return StepShifts(
+        decay=big - f - op.decay_frac, input=big - op.in_frac, rec=big - rec_frac, thr=big - f, out=big - f
+    )
+
+
 def pool_shift(op: AvgPool2d) -> int:
     """``k`` for an average over ``2**k`` elements (a sum on a finer grid); GraphError otherwise."""
     n = op.kernel[0] * op.kernel[1] if op.divisor_override is None else op.divisor_override

@@ -20,6 +20,7 @@ import numpy as np
 from snncompile.errors import QuantizationError
 from snncompile.ir import QLIF, AvgPool2d, Graph, Input, QConv2d, QCubaLIF, QLinear, SumPool2d, pool_shift
 from snncompile.ir.ops import OneToOneRecurrence, Recurrence
+from snncompile.ir.qops import step_shifts
 
 Verdict = Literal["float32-exact", "float64-exact", "inexact"]
 
@@ -67,41 +68,25 @@ def _rec_bound(rec: Recurrence | None, spike_max: int) -> int:
 
 
 def _neuron(op: QLIF | QCubaLIF, x_max: int) -> NodeRange:
-    f = op.mem.frac
     m_max = max(-op.mem.lo, op.mem.hi)
     thr = int(np.abs(op.threshold).max())
     beta = int(np.abs(op.beta).max())
     graded = int(np.abs(op.graded).max())
     rec = _rec_bound(op.recurrence, graded)
-    rec_frac = op.rec_frac if op.recurrence is not None else op.in_frac
+    sh = step_shifts(op)
     terms: list[int] = []
     if isinstance(op, QCubaLIF):
-        fs = op.syn.frac
         s_max = max(-op.syn.lo, op.syn.hi)
-        big_i = max(fs + op.alpha_frac, op.in_frac, rec_frac)
-        acc_i = (
-            int(np.abs(op.alpha).max()) * s_max * 2 ** (big_i - fs - op.alpha_frac)
-            + x_max * 2 ** (big_i - op.in_frac)
-            + rec * 2 ** (big_i - rec_frac)
-        )
-        big = max(f + op.decay_frac, big_i)
-        acc = (
-            beta * m_max * 2 ** (big - f - op.decay_frac) + acc_i * 2 ** (big - big_i) + thr * 2 ** (big - f)
-        )
+        acc_i = int(np.abs(op.alpha).max()) * s_max * 2**sh.alpha + x_max * 2**sh.input + rec * 2**sh.rec
+        acc = beta * m_max * 2**sh.decay + acc_i * 2**sh.current + thr * 2**sh.thr
         terms += [acc_i, int(np.abs(op.alpha).max()) * s_max]
-        saturating = acc_i >> (big_i - fs) > s_max
+        saturating = acc_i >> sh.syn_out > s_max
     else:
         bias = 0 if op.bias is None else int(np.abs(op.bias).max())
-        big = max(f + op.decay_frac, op.in_frac, rec_frac)
-        acc = (
-            beta * m_max * 2 ** (big - f - op.decay_frac)
-            + (x_max + bias) * 2 ** (big - op.in_frac)
-            + rec * 2 ** (big - rec_frac)
-            + thr * 2 ** (big - f)
-        )
+        acc = beta * m_max * 2**sh.decay + (x_max + bias) * 2**sh.input + rec * 2**sh.rec + thr * 2**sh.thr
         saturating = False
     terms += [acc, beta * m_max]
-    saturating = saturating or acc >> (big - f) > m_max
+    saturating = saturating or acc >> sh.out > m_max
     return NodeRange(graded, max(t.bit_length() for t in terms), saturating)
 
 

@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 import snntorch as snn
 import torch
+from click.testing import CliRunner, Result
 from hypothesis import settings
 from torch import nn
 
 import snncompile
+from snncompile.cli import main
 
 # CI runs the property tests on a fixed sequence of examples (reproducible: a red run replays as is);
 # locally they draw fresh examples each run.
@@ -231,3 +233,20 @@ def _fresh_snntorch_instances() -> Any:
     """snnTorch keeps every neuron ever built in a class-level list; keep it from growing across tests."""
     yield
     snn.SpikingNeuron.instances.clear()
+
+
+def invoke(*args: Any) -> Result:
+    """The ``snncompile`` CLI run in-process on ``args`` (converted to strings)."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def error_line(result: Result, *, silent_stdout: bool = False) -> str:
+    """The one-line error of a failed command, with the checks every error exit must pass: exit 1, no
+    traceback or internal error, one ``Error: ...`` line on stderr (and nothing on stdout when asked)."""
+    assert result.exit_code == 1, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    assert "Traceback" not in result.output and "internal error" not in result.output, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    if silent_stdout:
+        assert result.stdout == ""
+    return lines[0]

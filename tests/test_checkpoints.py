@@ -29,10 +29,9 @@ import pytest
 import snntorch as snn
 import snntorch.utils
 import torch
-from click.testing import CliRunner, Result
+from conftest import error_line, invoke
 from torch import nn
 
-from snncompile.cli import main
 from snncompile.loading import load_checkpoint
 
 T, B, N_IN = 20, 3, 20
@@ -182,18 +181,6 @@ def _qat_weights(net: nn.Module, qat: nn.Module) -> dict[str, torch.Tensor]:
     return {
         k: float_state[k.replace("parametrizations.", "").replace(".original", "")] for k in qat.state_dict()
     }
-
-
-def invoke(*args: Any) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def error_line(result: Result) -> str:
-    assert result.exit_code == 1, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    assert "Traceback" not in result.output and "internal error" not in result.output, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0]
 
 
 def snntorch_spikes(net: nn.Module, x: np.ndarray) -> np.ndarray:

@@ -19,10 +19,8 @@ import pytest
 import snntorch as snn
 import snntorch.utils
 import torch
-from click.testing import CliRunner, Result
+from conftest import error_line, invoke
 from torch import nn
-
-from snncompile.cli import main
 
 T, B, N_IN = 20, 4, 16
 
@@ -69,18 +67,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def model(files: dict[str, Path]) -> str:
     return f"{files['model_py']}:table"
-
-
-def invoke(*args: Any) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def error_line(result: Result) -> str:
-    assert result.exit_code == 1, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    assert "Traceback" not in result.output and "internal error" not in result.output, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0]
 
 
 def snntorch_spikes(x: np.ndarray) -> np.ndarray:

@@ -51,8 +51,8 @@ import numpy as np
 import pytest
 import snntorch as snn
 import torch
-from click.testing import CliRunner, Result
-from conftest import snntorch_reference
+from click.testing import Result
+from conftest import error_line, invoke, snntorch_reference
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from snncompile.backends.image import (
@@ -73,7 +73,6 @@ from torch import nn
 import snncompile
 from snncompile import SnnCompileError, run_integer
 from snncompile.build import write_build
-from snncompile.cli import main
 from snncompile.ir import QLIF, FixedQuant, Graph, Input, Output, QConv2d, QLinear
 from snncompile.passes.mapping import MappingError
 from snncompile.targets import Limits, Target, load_target, target_names
@@ -1312,20 +1311,8 @@ def cli_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"dir": d, "model": d / "model.py", "ckpt": d / "q.pt", "x": d / "x.npz", "ref": d / "ref.npz"}
 
 
-def invoke(*args: Any) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
 def assert_ok(result: Result) -> None:
     assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-
-
-def error_line(result: Result) -> str:
-    assert result.exit_code == 1, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    assert "Traceback" not in result.output and "internal error" not in result.output, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0]
 
 
 def compile_cli(

@@ -23,13 +23,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
-from conftest import require_tool
+from click.testing import Result
+from conftest import error_line, invoke, require_tool
 from snncompile.backends.image import Field, MemoryImage
 from snncompile.backends.image.layout import RECORD, RECORD_FIELDS
 from snncompile.backends.image.memory import FORMATS
-
-from snncompile.cli import main
 
 MEMORIES = ("layers", "synapse", "bias", "neuron", "state")
 COMMANDS = ("simulate", "inspect", "rtl-sim")
@@ -63,18 +61,6 @@ MODELS = textwrap.dedent(
         return prepare_qat(net, "ice40up5k")
     """
 )
-
-
-def invoke(*args: Any) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def error_line(result: Result) -> str:
-    assert result.exit_code == 1, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    assert "Traceback" not in result.output and "internal error" not in result.output, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    return lines[0].removeprefix("Error: ")
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +137,7 @@ def word_to_edit(image: Path, memory: str) -> int:
 def check_command(command: str, build: Path, builds: dict[str, Path], name: str) -> str:
     if command == "rtl-sim":
         require_tool("verilator", "verilator")
-    line = error_line(run_command(command, build, builds, name))
+    line = error_line(run_command(command, build, builds, name)).removeprefix("Error: ")
     assert not (build.parent / f"y_{command}.npz").exists()
     return line
 

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import snntorch as snn
 import torch
-from click.testing import CliRunner, Result
+from conftest import error_line, invoke
 from snncompile.quant import prepare_qat
 from snncompile.quant.fixed import Fixed
 from torch import nn
@@ -38,7 +38,6 @@ from torch import nn
 import snncompile
 from snncompile import InputError
 from snncompile.build import program_report, report_text
-from snncompile.cli import main
 from snncompile.passes.mapping import MappingError, map_graph
 from snncompile.targets import (
     LAYER_TYPES,
@@ -52,19 +51,6 @@ from snncompile.targets import (
 )
 
 SHIPPED = ["artix7-100t", "asic-generic", "default", "ice40up5k", "zu3eg"]
-
-
-def invoke(*args: Any) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def error_line(result: Result) -> str:
-    assert result.exit_code == 1, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    assert "Traceback" not in result.output and "internal error" not in result.output, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert result.stdout == ""
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------ shipped targets
@@ -190,7 +176,7 @@ def test_cli_describes_one_target(name: str) -> None:
 
 
 def test_cli_unknown_target_is_one_line_listing_the_available_ones() -> None:
-    line = error_line(invoke("targets", "artix7"))
+    line = error_line(invoke("targets", "artix7"), silent_stdout=True)
     assert line == (
         "Error: unknown target 'artix7'; available: ['artix7-100t', 'asic-generic', 'default', 'ice40up5k', "
         "'zu3eg'] (or a path to a .toml file)"
@@ -511,7 +497,7 @@ def test_a_network_that_cannot_fit_is_refused_before_the_calibration_run(
         "compile", f"{tmp_path}/net.py:build", "--checkpoint", tmp_path / "w.pt", "--target", "ice40up5k",
         "--calibration", tmp_path / "calib.npz", "-o", tmp_path / "build",
     )  # fmt: skip
-    assert error_line(result).startswith("Error: cores: needs 2 cores of 1,024 neurons")
+    assert error_line(result, silent_stdout=True).startswith("Error: cores: needs 2 cores of 1,024 neurons")
     runs.clear()
     fits = snncompile.compile_graph(
         snncompile.trace(mlp(20, 24), torch.zeros(1, 20)), "ice40up5k", calib[..., 0, 0, :20]

@@ -173,6 +173,30 @@ def _synapses(
 
 
 @numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
+def _step_synapses(
+    x: Any,
+    t: int,
+    lo_b: int,
+    hi_b: int,
+    syn: Any,
+    syn_bias: Any,
+    syn_ints: Any,
+    cur: Any,
+    prev: Any,
+    rec: Any,
+    rbuf: Any,
+    active: Any,
+) -> int:
+    """:func:`_synapses` of step ``t`` for samples ``lo_b..hi_b-1`` (nothing to do without a fused
+    synapse op or a recurrence); returns the count of bad input events."""
+    bad = 0
+    if syn_ints[0] != 0 or syn_ints[2] != REC_NONE:
+        for b in range(lo_b, hi_b):
+            bad += _synapses(x[t, b], syn, syn_bias, syn_ints, cur[0, b], prev[b], rec, rbuf[b], active)
+    return bad
+
+
+@numba.njit(cache=True, inline="always")  # type: ignore[untyped-decorator]
 def _rounded(acc: int, shift: int, add: int, add_neg: int, tie_even: int, half: int, mask: int) -> int:
     """``acc / 2**shift`` rounded by the terms of ``quant.fixed.round_terms`` (branch free)."""
     q = (acc + add + (acc < 0) * add_neg) >> shift
@@ -312,9 +336,7 @@ def _lif(
     sat = 0
     bad = 0
     for t in range(x.shape[0]):  # steps outside: each step's rows are read and written in order
-        if fused != 0 or rec_kind != REC_NONE:
-            for b in range(lo_b, hi_b):
-                bad += _synapses(x[t, b], syn, syn_bias, syn_ints, cur[0, b], prev[b], rec, rbuf[b], active)
+        bad += _step_synapses(x, t, lo_b, hi_b, syn, syn_bias, syn_ints, cur, prev, rec, rbuf, active)
         spk = _rows(out_spk[t], lo_b, hi_b, tiled)
         if fused != 0:
             c = _rows(cur[0], lo_b, hi_b, tiled)
@@ -364,9 +386,7 @@ def _cuba(
     sat = 0
     bad = 0
     for t in range(x.shape[0]):
-        if fused != 0 or rec_kind != REC_NONE:
-            for b in range(lo_b, hi_b):
-                bad += _synapses(x[t, b], syn, syn_bias, syn_ints, cur[0, b], prev[b], rec, rbuf[b], active)
+        bad += _step_synapses(x, t, lo_b, hi_b, syn, syn_bias, syn_ints, cur, prev, rec, rbuf, active)
         spk = _rows(out_spk[t], lo_b, hi_b, tiled)
         if fused != 0:
             c = _rows(cur[0], lo_b, hi_b, tiled)

@@ -7,6 +7,8 @@ of the command line (``--help``, ``--version``, ``targets``) do not pay for torc
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from snncompile._version import __version__
@@ -85,14 +87,22 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Imports the module that defines a public name the first time the name is read."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'snncompile' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+def lazy_names(package: str, table: dict[str, str]) -> Callable[[str], Any]:
+    """A package's ``__getattr__`` that imports the module ``table[name]`` the first time a public
+    name is read, and keeps the name in the package."""
+
+    def getattr_(name: str) -> Any:
+        module = table.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return getattr_
+
+
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

@@ -8,8 +8,9 @@ Dask, torch or the engine.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from snncompile import lazy_names
 
 if TYPE_CHECKING:
     from snncompile.sweep.api import sweep
@@ -25,11 +26,4 @@ _LAZY = {
 __all__ = ["Point", "frontier", "grid", "sweep"]
 
 
-def __getattr__(name: str) -> Any:
-    """Imports the module that defines a public name the first time the name is read."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'snncompile.sweep' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _LAZY)

@@ -478,7 +478,7 @@ class _Node:
         not plain dot products) the node falls back to im2col for good and recomputes the chunk."""
         assert isinstance(self.op, QConv2d)
         flat_x = x.reshape(-1, *self.in_shape)
-        rows = np.unique(np.linspace(0, flat_x.shape[0] - 1, min(flat_x.shape[0], VERIFY_ROWS)).astype(int))
+        rows = _spread(flat_x.shape[0], VERIFY_ROWS)
         expected, _ = _event_op(self.op, self.in_shape, _acc_dtype(self.bits)).run(
             np.ascontiguousarray(flat_x[rows][None]), 1 << 62
         )
@@ -497,9 +497,15 @@ class _Node:
                                          rows, _acc_dtype(syn.bits))  # fmt: skip
 
 
+def _spread(n: int, k: int) -> Array:
+    """At most ``k`` indices of ``range(n)`` evenly spread, the first and the last included."""
+    out: Array = np.unique(np.linspace(0, n - 1, min(n, k)).astype(int))
+    return out
+
+
 def _density(x: Array) -> float:
     """The fraction of nonzero values, measured on a few evenly spread rows of ``x`` (T, B, ...)."""
-    steps = np.unique(np.linspace(0, x.shape[0] - 1, min(x.shape[0], 8)).astype(int))
+    steps = _spread(x.shape[0], 8)
     sample = x[steps, : min(x.shape[1], 16)]
     return float(np.count_nonzero(sample)) / max(1, sample.size)
 
